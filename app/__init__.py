@@ -1,0 +1,3 @@
+"""Face studio HTTP service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,64 @@
+"""All configuration: environment variables with the ``FACEAPI_`` prefix, read once."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+JOBS = ("analyze", "faceswap", "enhance", "lipsync", "genderswap")
+Job = Literal["analyze", "faceswap", "enhance", "lipsync", "genderswap"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEAPI_", extra="ignore")
+
+    # models
+    weights_dir: Path = Field(Path("weights"), description="Where `weights download` puts files and the server looks for them.")
+    enabled_jobs: Annotated[list[Job], NoDecode] = Field(
+        ["analyze", "faceswap"], description="Comma-separated jobs whose models are loaded at start-up."
+    )
+    execution_provider: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="ONNX Runtime provider: auto = CUDA when a GPU is usable, else CPU."
+    )
+    default_backend: Literal["auto", "builtin", "neural"] = Field(
+        "auto", description="Backend when a request names none: auto = neural when its weights are loaded."
+    )
+    det_size: int = Field(640, ge=128, le=2048, description="Square input size of the neural face detector.")
+    det_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum neural detector score.")
+    builtin_upsample: int = Field(
+        1, ge=0, le=2, description="Times the built-in (dlib HOG) detector upsamples small images to find small faces."
+    )
+
+    # server
+    host: str = Field("0.0.0.0", description="Address `python -m app serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `python -m app serve` binds.")
+    workers: int = Field(2, ge=1, le=64, description="uvicorn worker processes; each loads its own models.")
+    inference_threads: int = Field(2, ge=1, le=64, description="Concurrent inference jobs per worker.")
+    max_queue: int = Field(
+        16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot per worker before 503 + Retry-After."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+
+    # limits
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Largest accepted upload per file, bytes (413 above).")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, width × height (413 above).")
+
+    # output
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpeg and webp output.")
+
+    @field_validator("enabled_jobs", mode="before")
+    @classmethod
+    def _split_jobs(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [j.strip() for j in v.split(",") if j.strip()]
+        return v
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

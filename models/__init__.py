@@ -1,0 +1,1 @@
+"""Inference layer: arrays in, arrays out. No HTTP, no request objects."""
