@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEAPI_", extra="ignore")
 
     # models
-    weights_dir: Path = Field(Path("weights"), description="Where `weights download` puts files and the server looks for them.")
+    weights_dir: Path = Field(
+        Path("weights"), description="Where `weights download` puts files and the server looks for them."
+    )
     enabled_jobs: Annotated[list[Job], NoDecode] = Field(
         ["analyze", "faceswap"], description="Comma-separated jobs whose models are loaded at start-up."
     )
@@ -39,12 +41,15 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64, description="uvicorn worker processes; each loads its own models.")
     inference_threads: int = Field(2, ge=1, le=64, description="Concurrent inference jobs per worker.")
     max_queue: int = Field(
-        16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot per worker before 503 + Retry-After."
+        16, ge=0, le=10_000,
+        description="Requests allowed to wait for an inference slot per worker before 503 + Retry-After.",
     )
     log_level: str = Field("INFO", description="Python log level.")
 
     # limits
-    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Largest accepted upload per file, bytes (413 above).")
+    max_upload_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest accepted upload per file, bytes (413 above)."
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, width × height (413 above).")
 
     # output

@@ -1,0 +1,60 @@
+"""App factory and lifespan: settings read once, models loaded once per worker process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.inference import InferencePool
+from app.observability import RequestIdMiddleware, setup_logging
+from app.routers import analyze, faceswap, health
+from app.uploads import BodyLimitMiddleware
+from models.hub import ModelHub
+
+DESCRIPTION = """
+Self-hosted face studio: face swap, face analysis (more jobs follow).
+
+Every image endpoint takes multipart uploads and answers with the image, or with JSON errors of the form
+`{"error": {"code", "message", "field"}}`. Responses name the backend that produced them in `X-Face-Backend`:
+`builtin` (dlib + classical warp, no download) or `neural` (insightface buffalo_l + inswapper_128, after
+`python -m app weights download`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = InferencePool(settings.inference_threads, settings.max_queue)
+        hub = ModelHub(
+            settings.weights_dir,
+            list(settings.enabled_jobs),
+            provider_pref=settings.execution_provider,
+            det_size=settings.det_size,
+            det_thresh=settings.det_threshold,
+            builtin_upsample=settings.builtin_upsample,
+        )
+        app.state.hub = hub
+        hub.start_loading()
+        logging.getLogger("app").info("worker started", extra={"jobs": settings.enabled_jobs})
+        yield
+
+    app = FastAPI(title="Face studio", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    # Whole-body cap: two files at the per-file limit plus form fields.
+    app.add_middleware(BodyLimitMiddleware, max_body=2 * settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(RequestIdMiddleware)
+    for router in (health.router, analyze.router, faceswap.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""One module per job; each orchestrates decode → models → encode and knows nothing of HTTP."""
