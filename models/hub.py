@@ -92,6 +92,8 @@ class ModelHub:
             if wanted:
                 self._load_builtin()
                 self._load_neural(need_swapper="faceswap" in wanted)
+        except Exception:  # noqa: BLE001 - reported through /models and /readyz, never a dead worker
+            log.exception("model loading failed")
         finally:
             self.loading = False
             self.ready = True
@@ -128,10 +130,9 @@ class ModelHub:
                 self.swappers["builtin"] = swapper
 
     def _load_neural(self, need_swapper: bool) -> None:
-        from models.inswapper import InSwapper
-        from models.neural_analyser import NeuralAnalyser
-
         if self._present(NEURAL_ANALYSIS_FILES):
+            from models.neural_analyser import NeuralAnalyser
+
             analyser = self._load_one(
                 ModelStatus("buffalo_l", "neural", "analyser", files=list(NEURAL_ANALYSIS_FILES)),
                 lambda: NeuralAnalyser(
@@ -141,6 +142,8 @@ class ModelHub:
             if analyser is not None:
                 self.analysers["neural"] = analyser
         if need_swapper and self._present(("inswapper_128.onnx",)):
+            from models.inswapper import InSwapper
+
             swapper = self._load_one(
                 ModelStatus("inswapper_128", "neural", "swapper", files=["inswapper_128.onnx"]),
                 lambda: InSwapper(self.weights_dir / "inswapper_128.onnx", self.providers),
