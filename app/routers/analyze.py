@@ -44,10 +44,13 @@ async def analyze_endpoint(
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
     embeddings: Annotated[bool, Form(description="Include each face's identity vector")] = False,
-    backend: Annotated[Backend, Form(description="auto = neural when its weights are loaded")] = "auto",
+    backend: Annotated[
+        Backend | None, Form(description="auto = neural when its weights are loaded; default FACEAPI_DEFAULT_BACKEND")
+    ] = None,
 ) -> AnalyzeResponse:
     data = await read_upload(image, "image", settings.max_upload_bytes)
-    result = await pool.run(analyze, hub, data, "image", settings.max_image_pixels, backend, embeddings)
+    result = await pool.run(analyze, hub, data, "image", settings.max_image_pixels,
+                             backend or settings.default_backend, embeddings)
     response.headers["X-Face-Backend"] = result.backend
     response.headers["Server-Timing"] = result.timings.header()
     return AnalyzeResponse(

@@ -27,13 +27,15 @@ async def faceswap_endpoint(
     settings: SettingsDep,
     source_image: Annotated[UploadFile, File(description="Image with the face to use (its largest face)")],
     target_image: Annotated[UploadFile, File(description="Image whose best face is replaced")],
-    backend: Annotated[Backend, Form(description="auto = neural when its weights are loaded")] = "auto",
+    backend: Annotated[
+        Backend | None, Form(description="auto = neural when its weights are loaded; default FACEAPI_DEFAULT_BACKEND")
+    ] = None,
     format: Annotated[ImageFormat | None, Form(description="Output format; default from FACEAPI_OUTPUT_FORMAT")] = None,
 ) -> Response:
     req = SwapRequest(
         source=await read_upload(source_image, "source_image", settings.max_upload_bytes),
         target=await read_upload(target_image, "target_image", settings.max_upload_bytes),
-        backend=backend,
+        backend=backend or settings.default_backend,
         format=format or settings.output_format,
         quality=settings.jpeg_quality,
         max_pixels=settings.max_image_pixels,
