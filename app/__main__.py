@@ -1,0 +1,196 @@
+"""Command line: ``python -m app serve`` and ``python -m app weights list|download|verify``.
+
+Settings come from the environment (``FACEAPI_*``, see app/config.py); ``FACEAPI_WEIGHTS_DIR`` is where weights
+are looked for and downloaded to, ``FACEAPI_ENABLED_JOBS`` decides what ``weights download`` fetches by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.config import JOBS, get_settings
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    s = get_settings()
+    host = args.host or s.host
+    port = args.port or s.port
+    workers = args.workers or s.workers
+    from app.observability import setup_logging
+
+    setup_logging(s.log_level)
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+    return EXIT_OK
+
+
+def _weights_context(args: argparse.Namespace):
+    from models.weights import load_manifest
+
+    s = get_settings()
+    weights_dir = Path(args.dir) if args.dir else Path(s.weights_dir)
+    manifest = load_manifest(Path(args.manifest) if args.manifest else None)
+    return manifest, weights_dir, list(s.enabled_jobs)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    lines = [line.rstrip() for line in lines]
+    return "\n".join(lines)
+
+
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    manifest, weights_dir, enabled = _weights_context(args)
+    rows = []
+    for e in manifest:
+        if e.required and set(e.required_for) & set(enabled):
+            need = "required"
+        else:
+            need = "optional" if set(e.jobs) & set(enabled) else "-"
+        rows.append(
+            [
+                e.name,
+                e.display_size(),
+                ",".join(e.jobs),
+                need,
+                "present" if e.is_present(weights_dir) else "missing",
+                e.license,
+            ]
+        )
+    print(_table(rows, ["name", "size", "jobs", "needed", "status", "licence"]))
+    print(f"\nweights dir: {weights_dir.resolve()}  (FACEAPI_WEIGHTS_DIR)")
+    print(f"enabled jobs: {', '.join(enabled) or '-'}  (FACEAPI_ENABLED_JOBS)")
+    missing = manifest.missing(weights_dir, enabled)
+    if missing:
+        from models.weights import download_command
+
+        print(f"missing required weights: {', '.join(e.name for e in missing)}")
+        print(f"fetch them with: {download_command(missing)}")
+    return EXIT_OK
+
+
+def _resolve(manifest, names: list[str], include_optional: bool):
+    try:
+        return manifest.resolve(names, include_optional=include_optional)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return None
+
+
+def _cmd_weights_download(args: argparse.Namespace) -> int:
+    from models.weights import WeightsError, download
+
+    manifest, weights_dir, enabled = _weights_context(args)
+    if args.names:
+        entries = _resolve(manifest, args.names, args.all)
+        if entries is None:
+            return EXIT_USAGE
+    else:
+        entries = manifest.for_jobs(enabled) if args.all else manifest.required_for(enabled)
+    if not entries:
+        print("nothing to download")
+        return EXIT_OK
+    failed: list[str] = []
+    for e in entries:
+        print(f"{e.name}: {e.description} [{e.license}]", file=sys.stderr)
+        try:
+            download(e, weights_dir, progress=not args.no_progress)
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(e.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"done: {', '.join(e.name for e in entries)} in {weights_dir}")
+    return EXIT_OK
+
+
+def _cmd_weights_verify(args: argparse.Namespace) -> int:
+    from models.weights import Status, verify
+
+    manifest, weights_dir, enabled = _weights_context(args)
+    if args.names:
+        entries = _resolve(manifest, args.names, include_optional=True)
+        if entries is None:
+            return EXIT_USAGE
+        must_exist = {e.name for e in entries}
+    else:
+        entries = list(manifest)
+        must_exist = {e.name for e in manifest.required_for(enabled)}
+    bad = missing = 0
+    for e in entries:
+        result = verify(e, weights_dir)
+        print(str(result))
+        if result.status is Status.MISSING:
+            missing += e.name in must_exist
+        elif not result.ok:
+            bad += 1
+    print(f"\n{len(entries)} checked, {bad} failed, {missing} required missing (in {weights_dir})")
+    if bad or (args.strict and missing):
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Face studio server and weights tool.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server (uvicorn, settings from FACEAPI_*)")
+    serve.add_argument("--host", help="override FACEAPI_HOST")
+    serve.add_argument("--port", type=int, help="override FACEAPI_PORT")
+    serve.add_argument("--workers", type=int, help="override FACEAPI_WORKERS")
+    serve.set_defaults(func=_cmd_serve)
+
+    weights = sub.add_parser("weights", help="list, download and verify model weights")
+    weights.add_argument("--dir", help="weights directory (default: FACEAPI_WEIGHTS_DIR)")
+    weights.add_argument("--manifest", help="manifest file (default: weights/manifest.toml of this repository)")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+
+    wl = wsub.add_parser("list", help="every file of the manifest and whether it is present")
+    wl.set_defaults(func=_cmd_weights_list)
+
+    wd = wsub.add_parser(
+        "download",
+        help="download weights (resumable, checksum-verified)",
+        description="NAMES are weight names or job names (" + ", ".join(JOBS) + "). A job stands for its required "
+        "files (all of its files with --all). Without NAMES: the required files of FACEAPI_ENABLED_JOBS.",
+    )
+    wd.add_argument("names", nargs="*", metavar="NAME", help="job or weight name")
+    wd.add_argument("--all", action="store_true", help="include optional files of the jobs")
+    wd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    wd.set_defaults(func=_cmd_weights_download)
+
+    wv = wsub.add_parser(
+        "verify",
+        help="check sizes and sha256 of present files",
+        description="Exit 1 when a present file fails its check. Missing files are reported; with --strict a "
+        "missing required file (of the named entries, or of FACEAPI_ENABLED_JOBS) fails too.",
+    )
+    wv.add_argument("names", nargs="*", metavar="NAME", help="job or weight name (default: every entry)")
+    wv.add_argument("--strict", action="store_true", help="missing required files fail too")
+    wv.set_defaults(func=_cmd_weights_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("interrupted; partial downloads are kept and resume next time", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,685 @@
+"""The weights manifest and its downloader.
+
+``weights/manifest.toml`` lists every file the neural backend can use. This module reads it, tells which files a
+job still lacks, downloads them (resumable, mirrors in order, size + sha256 checked, atomic rename, zip archives
+unpacked atomically) and verifies what is on disk. Files without a published sha256 are trusted on first use: the
+hash of the first download is recorded in ``<weights_dir>/.tofu-sha256.json`` and later checks use it.
+
+No HTTP server code lives here; the CLI (``python -m app weights …``) and the model hub use it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import sys
+import tempfile
+import tomllib
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import requests
+
+JOBS: tuple[str, ...] = ("analyze", "faceswap", "enhance", "lipsync", "genderswap")
+DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "weights" / "manifest.toml"
+TOFU_FILE = ".tofu-sha256.json"
+CHUNK = 1 << 20  # file reads (hashing, unpacking)
+NET_CHUNK = 1 << 16  # network reads: small, so little is lost when a connection drops mid-chunk
+TIMEOUT = (15.0, 60.0)  # connect, read (seconds between bytes)
+USER_AGENT = "face-studio-weights/1"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class WeightsError(Exception):
+    """Base class of every error this module raises."""
+
+
+class ManifestError(WeightsError):
+    """The manifest is malformed."""
+
+
+class DownloadError(WeightsError):
+    """No URL of an entry produced a good file."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's size, sha256 or CRC32 is not the expected one."""
+
+
+class UnsafeArchiveError(WeightsError):
+    """An archive holds a member that would land outside its folder (zip-slip) or is a link."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# manifest
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightFile:
+    """One downloadable file of the manifest (fields mirror ``weights/manifest.toml``)."""
+
+    name: str
+    filename: str
+    urls: tuple[str, ...]
+    license: str
+    jobs: tuple[str, ...]
+    required: bool = False
+    required_for: tuple[str, ...] = ()
+    backend: str = "neural"
+    description: str = ""
+    size: int | None = None
+    approx_size: int | None = None
+    sha256: str | None = None
+    crc32_url: str | None = None
+    note: str | None = None
+    unpack: str | None = None
+    provides: tuple[str, ...] = ()
+    provides_size: tuple[tuple[str, int], ...] = ()
+    provides_sha256: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_archive(self) -> bool:
+        return self.unpack is not None
+
+    def path(self, weights_dir: Path) -> Path:
+        """Where the entry lives once installed: the unpacked folder for an archive, else the file."""
+        return Path(weights_dir) / (self.unpack if self.unpack else self.filename)
+
+    def files(self) -> tuple[str, ...]:
+        """Relative paths that exist on disk once the entry is installed."""
+        return self.provides if self.is_archive else (self.filename,)
+
+    def is_required_for(self, job: str) -> bool:
+        return self.required and job in self.required_for
+
+    def expected_sha256(self, relpath: str) -> str | None:
+        if relpath == self.filename and not self.is_archive:
+            return self.sha256
+        return dict(self.provides_sha256).get(relpath)
+
+    def expected_size(self, relpath: str) -> int | None:
+        if relpath == self.filename and not self.is_archive:
+            return self.size
+        return dict(self.provides_size).get(relpath)
+
+    def is_present(self, weights_dir: Path) -> bool:
+        return all((Path(weights_dir) / rel).is_file() for rel in self.files())
+
+    def display_size(self) -> str:
+        if self.size is not None:
+            return _human(self.size)
+        if self.approx_size is not None:
+            return "~" + _human(self.approx_size)
+        return "?"
+
+
+@dataclass
+class Manifest:
+    entries: dict[str, WeightFile]
+    path: Path | None = None
+
+    def __iter__(self) -> Iterator[WeightFile]:
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def get(self, name: str) -> WeightFile:
+        """The entry called ``name``; ``KeyError`` naming the valid names when there is none."""
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise KeyError(f"unknown weight {name!r}; valid names: {', '.join(self.entries)}") from None
+
+    def for_jobs(self, jobs: Iterable[str]) -> list[WeightFile]:
+        """Every entry (required or optional) used by any of ``jobs``, in manifest order."""
+        wanted = set(jobs)
+        return [e for e in self if wanted.intersection(e.jobs)]
+
+    def required_for(self, jobs: Iterable[str]) -> list[WeightFile]:
+        """Entries without which one of ``jobs`` cannot run its neural path."""
+        wanted = set(jobs)
+        return [e for e in self if e.required and wanted.intersection(e.required_for)]
+
+    def entry_for_path(self, relpath: str | Path) -> WeightFile | None:
+        """The entry whose ``filename`` or ``provides`` is ``relpath`` (relative to the weights dir)."""
+        rel = PurePosixPath(Path(relpath).as_posix()).as_posix()
+        for e in self:
+            if rel == e.filename or rel in e.provides:
+                return e
+        return None
+
+    def missing(self, weights_dir: Path, jobs: Iterable[str]) -> list[WeightFile]:
+        """Required entries of ``jobs`` whose files are absent from ``weights_dir``."""
+        return [e for e in self.required_for(jobs) if not e.is_present(weights_dir)]
+
+    def resolve(self, names: Iterable[str], include_optional: bool = False) -> list[WeightFile]:
+        """Expand names typed by a user: a job name gives its required files (all of its files with
+        ``include_optional``), any other name must be an entry. Raises ``KeyError`` on an unknown name."""
+        out: list[WeightFile] = []
+        unknown: list[str] = []
+        for name in names:
+            if name in self.entries:
+                found = [self.entries[name]]
+            elif name in JOBS:
+                found = self.for_jobs([name]) if include_optional else self.required_for([name])
+            else:
+                unknown.append(name)
+                continue
+            out.extend(e for e in found if e not in out)
+        if unknown:
+            raise KeyError(
+                f"unknown name(s): {', '.join(unknown)}. Valid jobs: {', '.join(JOBS)}; "
+                f"valid weights: {', '.join(self.entries)}"
+            )
+        return out
+
+
+def _str_tuple(raw: object, what: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ManifestError(f"{what} must be a list of strings")
+    return tuple(raw)
+
+
+def _safe_relpath(rel: str, what: str) -> str:
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or ":" in rel:
+        raise ManifestError(f"{what}: {rel!r} is not a plain relative path")
+    return p.as_posix()
+
+
+def _parse_entry(name: str, raw: dict) -> WeightFile:
+    where = f"weights.{name}"
+    for key in ("filename", "urls", "license", "jobs"):
+        if key not in raw:
+            raise ManifestError(f"{where}: missing {key!r}")
+    urls = _str_tuple(raw["urls"], f"{where}.urls")
+    if not urls:
+        raise ManifestError(f"{where}.urls is empty")
+    jobs = _str_tuple(raw["jobs"], f"{where}.jobs")
+    bad = [j for j in jobs if j not in JOBS]
+    if bad:
+        raise ManifestError(f"{where}.jobs: unknown job(s) {bad}; known: {list(JOBS)}")
+    required = bool(raw.get("required", False))
+    required_for = _str_tuple(raw["required_for"], f"{where}.required_for") if "required_for" in raw else jobs
+    if not set(required_for) <= set(jobs):
+        raise ManifestError(f"{where}.required_for must be a subset of jobs")
+    sha = raw.get("sha256")
+    if sha is not None:
+        sha = str(sha).lower()
+        if not _SHA256_RE.match(sha):
+            raise ManifestError(f"{where}.sha256 is not 64 hex characters")
+    unpack = raw.get("unpack")
+    provides = tuple(_safe_relpath(p, f"{where}.provides") for p in _str_tuple(raw.get("provides", []), where))
+    if unpack is not None:
+        unpack = _safe_relpath(str(unpack), f"{where}.unpack")
+        if not provides:
+            raise ManifestError(f"{where}: an archive needs `provides`")
+        for p in provides:
+            if PurePosixPath(p).parts[0] != PurePosixPath(unpack).parts[0] or not p.startswith(unpack + "/"):
+                raise ManifestError(f"{where}.provides: {p!r} is not inside {unpack!r}")
+    elif provides:
+        raise ManifestError(f"{where}: `provides` only makes sense with `unpack`")
+    psize = raw.get("provides_size", {})
+    psha = raw.get("provides_sha256", {})
+    for key, table in (("provides_size", psize), ("provides_sha256", psha)):
+        if not isinstance(table, dict) or not set(table) <= set(provides):
+            raise ManifestError(f"{where}.{key} must map paths listed in `provides`")
+    for rel, h in psha.items():
+        if not isinstance(h, str) or not _SHA256_RE.match(h.lower()):
+            raise ManifestError(f"{where}.provides_sha256[{rel!r}] is not 64 hex characters")
+    for key in ("size", "approx_size"):
+        if key in raw and (not isinstance(raw[key], int) or raw[key] <= 0):
+            raise ManifestError(f"{where}.{key} must be a positive integer")
+    return WeightFile(
+        name=name,
+        filename=_safe_relpath(str(raw["filename"]), f"{where}.filename"),
+        urls=urls,
+        license=str(raw["license"]),
+        jobs=jobs,
+        required=required,
+        required_for=required_for if required else (),
+        backend=str(raw.get("backend", "neural")),
+        description=str(raw.get("description", "")),
+        size=raw.get("size"),
+        approx_size=raw.get("approx_size"),
+        sha256=sha,
+        crc32_url=raw.get("crc32_url"),
+        note=raw.get("note"),
+        unpack=unpack,
+        provides=provides,
+        provides_size=tuple((k, int(v)) for k, v in psize.items()),
+        provides_sha256=tuple((k, v.lower()) for k, v in psha.items()),
+    )
+
+
+def load_manifest(path: Path | None = None) -> Manifest:
+    """Read and validate a manifest (default: the repository's ``weights/manifest.toml``)."""
+    path = Path(path) if path is not None else DEFAULT_MANIFEST
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: {exc}") from exc
+    tables = data.get("weights")
+    if not isinstance(tables, dict):
+        raise ManifestError(f"{path}: no [weights.<name>] tables")
+    entries: dict[str, WeightFile] = {}
+    seen: dict[str, str] = {}
+    for name, raw in tables.items():
+        if name in JOBS:
+            raise ManifestError(f"weights.{name}: an entry may not be named like a job")
+        if not isinstance(raw, dict):
+            raise ManifestError(f"weights.{name} must be a table")
+        entry = _parse_entry(name, raw)
+        for rel in (entry.filename, *entry.provides):
+            if rel in seen:
+                raise ManifestError(f"{rel!r} is claimed by both {seen[rel]!r} and {name!r}")
+            seen[rel] = name
+        entries[name] = entry
+    return Manifest(entries=entries, path=path)
+
+
+def download_command(entries: Iterable[WeightFile]) -> str:
+    """The CLI line that fetches ``entries``: ``python -m app weights download inswapper_128 buffalo_l``."""
+    names: list[str] = []
+    for e in entries:
+        if e.name not in names:
+            names.append(e.name)
+    return " ".join(["python -m app weights download", *(shlex.quote(n) for n in names)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hashing and the trust-on-first-use record
+# ---------------------------------------------------------------------------------------------------------
+def file_digests(path: Path) -> tuple[str, int]:
+    """sha256 (hex) and CRC32 of a file, read in chunks."""
+    sha = hashlib.sha256()
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return sha.hexdigest(), crc
+
+
+def sha256_file(path: Path) -> str:
+    return file_digests(path)[0]
+
+
+def load_tofu(weights_dir: Path) -> dict[str, str]:
+    """Hashes recorded on first download, keyed by path relative to the weights dir."""
+    p = Path(weights_dir) / TOFU_FILE
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{p} is unreadable ({exc}); delete it to re-trust the current files") from exc
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _record_tofu(weights_dir: Path, updates: dict[str, str]) -> None:
+    if not updates:
+        return
+    weights_dir = Path(weights_dir)
+    data = load_tofu(weights_dir)
+    data.update(updates)
+    fd, tmp = tempfile.mkstemp(prefix=".tofu-", suffix=".tmp", dir=weights_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(dict(sorted(data.items())), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, weights_dir / TOFU_FILE)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# verify
+# ---------------------------------------------------------------------------------------------------------
+class Status(enum.StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    SIZE_MISMATCH = "size mismatch"
+    SHA_MISMATCH = "sha mismatch"
+    INCOMPLETE = "incomplete"  # an unpacked archive with some of its files gone
+
+
+_SEVERITY = {Status.OK: 0, Status.MISSING: 1, Status.INCOMPLETE: 2, Status.SIZE_MISMATCH: 3, Status.SHA_MISMATCH: 4}
+
+
+@dataclass
+class FileCheck:
+    relpath: str
+    status: Status
+    detail: str = ""
+    hash_source: str = "none"  # manifest | tofu | none (nothing to compare with: size only)
+
+
+@dataclass
+class VerifyResult:
+    entry: WeightFile
+    status: Status
+    files: list[FileCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def missing(self) -> bool:
+        return self.status is Status.MISSING
+
+    @property
+    def detail(self) -> str:
+        if self.status is Status.MISSING:
+            return "not downloaded"
+        bad = [f"{f.relpath}: {f.detail or f.status}" for f in self.files if f.status is not Status.OK]
+        if bad:
+            return "; ".join(bad)
+        unchecked = [f.relpath for f in self.files if f.hash_source == "none"]
+        return f"no known sha256 for {', '.join(unchecked)}" if unchecked else ""
+
+    def __str__(self) -> str:
+        return f"{self.entry.name}: {self.status}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _check_file(weights_dir: Path, relpath: str, size: int | None, sha: str | None, tofu: dict[str, str]) -> FileCheck:
+    p = Path(weights_dir) / relpath
+    if not p.is_file():
+        return FileCheck(relpath, Status.MISSING, "not downloaded")
+    actual_size = p.stat().st_size
+    if size is not None and actual_size != size:
+        return FileCheck(relpath, Status.SIZE_MISMATCH, f"{actual_size} bytes, expected {size}")
+    source = "manifest" if sha else "none"
+    if not sha and relpath in tofu:
+        sha, source = tofu[relpath], "tofu"
+    if sha:
+        actual = sha256_file(p)
+        if actual != sha:
+            return FileCheck(relpath, Status.SHA_MISMATCH, f"sha256 {actual}, expected {sha} ({source})", source)
+    return FileCheck(relpath, Status.OK, "", source)
+
+
+def verify(entry: WeightFile, weights_dir: Path) -> VerifyResult:
+    """Check the installed files of ``entry``: presence, size, sha256 (from the manifest, else the
+    trust-on-first-use record). An archive is checked through the files it provides."""
+    tofu = load_tofu(weights_dir)
+    checks = [
+        _check_file(weights_dir, rel, entry.expected_size(rel), entry.expected_sha256(rel), tofu)
+        for rel in entry.files()
+    ]
+    status = max((c.status for c in checks), key=_SEVERITY.__getitem__, default=Status.OK)
+    if status is Status.MISSING and any(c.status is not Status.MISSING for c in checks):
+        status = Status.INCOMPLETE
+    return VerifyResult(entry, status, checks)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# download
+# ---------------------------------------------------------------------------------------------------------
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _progress_bar(enabled: bool, total: int | None, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        file=sys.stderr,
+        leave=True,
+    )
+
+
+def _content_range_start(value: str | None) -> int | None:
+    m = re.match(r"bytes (\d+)-(\d+)?/?(\d+|\*)?", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _fetch(
+    url: str, part: Path, session: requests.Session, expected_size: int | None, progress: bool, desc: str
+) -> None:
+    """Stream ``url`` into ``part``, resuming an existing partial file with a Range request."""
+    have = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and have > expected_size:
+        part.unlink()
+        have = 0
+    if expected_size is not None and have == expected_size:
+        return  # a previous run got every byte; the checksum decides
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    with session.get(url, headers=headers, stream=True, timeout=TIMEOUT, allow_redirects=True) as resp:
+        if resp.status_code == 416 and have:
+            # Nothing left to send at this offset: the part is complete or longer than the file. Start over once.
+            resp.close()
+            part.unlink()
+            return _fetch(url, part, session, expected_size, progress, desc)
+        resp.raise_for_status()
+        if have and resp.status_code == 206 and _content_range_start(resp.headers.get("Content-Range")) == have:
+            mode = "ab"
+        else:
+            # The server ignored Range (200) or answered another range: restart from byte 0.
+            have, mode = 0, "wb"
+        length = resp.headers.get("Content-Length")
+        remaining = int(length) if length and length.isdigit() else None
+        total = have + remaining if remaining is not None else expected_size
+        received = 0
+        with _progress_bar(progress, total, have, desc) as bar, open(part, mode) as fh:
+            for chunk in resp.iter_content(NET_CHUNK):
+                if chunk:
+                    fh.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        if remaining is not None and received != remaining:
+            raise DownloadError(f"connection closed after {received} of {remaining} bytes")
+
+
+def _fetch_crc32(url: str, session: requests.Session) -> int | None:
+    try:
+        resp = session.get(url, headers={"User-Agent": USER_AGENT}, timeout=TIMEOUT)
+        resp.raise_for_status()
+        text = resp.text.strip().split()[0] if resp.text.strip() else ""
+        if re.fullmatch(r"[0-9a-fA-F]{8}", text):
+            return int(text, 16)
+        _say(f"warning: {url} does not hold a CRC32; skipping that check")
+    except requests.RequestException as exc:
+        _say(f"warning: could not fetch {url} ({exc}); skipping the CRC32 check")
+    return None
+
+
+def _check_download(entry: WeightFile, part: Path, expected_sha: str | None, expected_crc: int | None) -> str:
+    """Size + checksum of a complete ``.part``; returns its sha256. Raises ``ChecksumError``."""
+    size = part.stat().st_size
+    if entry.size is not None and size != entry.size:
+        raise ChecksumError(f"{entry.name}: downloaded {size} bytes, the manifest says {entry.size}")
+    sha, crc = file_digests(part)
+    if expected_sha and sha != expected_sha:
+        raise ChecksumError(
+            f"{entry.name}: sha256 mismatch: got {sha}, expected {expected_sha}. "
+            "The download is corrupt or the file was changed upstream; it was deleted."
+        )
+    if expected_crc is not None and crc != expected_crc:
+        raise ChecksumError(f"{entry.name}: CRC32 mismatch: got {crc:08x}, the published .hash says {expected_crc:08x}")
+    return sha
+
+
+def _member_target(name: str) -> PurePosixPath | None:
+    """The relative path of a zip member, or ``None`` when it would escape the folder."""
+    norm = name.replace("\\", "/")
+    p = PurePosixPath(norm)
+    if not norm or p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", norm):
+        return None
+    return p
+
+
+def unpack_archive(archive: Path, dest: Path, expect: Iterable[str] = ()) -> Path:
+    """Unpack a zip into ``dest`` atomically: extract into a temporary sibling folder, then rename it into
+    place. A member with an absolute path, ``..`` or a symlink makes the whole archive refused
+    (``UnsafeArchiveError``) and nothing is written. A single top-level folder named like ``dest`` is
+    flattened (archives built either way work). ``expect`` lists paths (relative to ``dest``) that must be in
+    the archive; when one is absent nothing is installed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            if _member_target(info.filename) is None:
+                raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} would escape {dest.name}/")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symbolic link")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
+        try:
+            root = tmp.resolve()
+            for info in infos:
+                rel = _member_target(info.filename)
+                assert rel is not None
+                out = (tmp / rel).resolve()
+                if root not in out.parents and out != root:
+                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} would escape {dest.name}/")
+                if info.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+            content = tmp
+            children = [c for c in tmp.iterdir() if c.name != "__MACOSX"]
+            if len(children) == 1 and children[0].is_dir() and children[0].name == dest.name:
+                content = children[0]
+            absent = [rel for rel in expect if not (content / rel).is_file()]
+            if absent:
+                raise DownloadError(f"{archive.name} lacks {', '.join(absent)}")
+            old = None
+            if dest.exists():
+                old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(dest, old)
+            os.replace(content, dest)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def download(
+    entry: WeightFile,
+    weights_dir: Path,
+    progress: bool = True,
+    session: requests.Session | None = None,
+    log: Callable[[str], None] = _say,
+) -> Path:
+    """Fetch ``entry`` into ``weights_dir`` and return its installed path (the folder for an archive).
+
+    Skips an entry whose files are present and verify; otherwise streams to ``<file>.part`` (resuming a
+    partial one with a Range request), trying the URLs in order, checks size and sha256 (or the published
+    CRC32, or records the sha256 on first use), renames into place with ``os.replace`` and unpacks archives.
+    """
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    target = weights_dir / entry.filename
+    installed = entry.path(weights_dir)
+    tofu = load_tofu(weights_dir)
+
+    current = verify(entry, weights_dir)
+    if current.ok:
+        log(f"{entry.name}: present and verified ({installed})")
+        return installed
+    if current.status is not Status.MISSING:
+        log(f"{entry.name}: {current.detail}; downloading again")
+
+    expected_sha = entry.sha256 or (None if entry.is_archive else tofu.get(entry.filename))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    own_session = session is None
+    session = session or requests.Session()
+    errors: list[str] = []
+    try:
+        expected_crc = _fetch_crc32(entry.crc32_url, session) if entry.crc32_url and not expected_sha else None
+        sha: str | None = None
+        bad_checksum = False
+        for i, url in enumerate(entry.urls):
+            nxt = "; trying the next mirror" if i + 1 < len(entry.urls) else ""
+            try:
+                _fetch(url, part, session, entry.size, progress, entry.name)
+                sha = _check_download(entry, part, expected_sha, expected_crc)
+                break
+            except ChecksumError as exc:
+                part.unlink(missing_ok=True)
+                bad_checksum = True
+                errors.append(f"{url}: {exc}")
+                log(f"{exc}{nxt}")
+            except (requests.RequestException, DownloadError, OSError) as exc:
+                errors.append(f"{url}: {exc}")
+                log(f"{entry.name}: {url} failed ({exc}){nxt}")
+        if sha is None:
+            kept = f" (partial download kept in {part} for resuming)" if part.exists() else ""
+            cls = ChecksumError if bad_checksum else DownloadError
+            raise cls(f"{entry.name}: no URL gave a good file{kept}:\n  " + "\n  ".join(errors))
+    finally:
+        if own_session:
+            session.close()
+
+    tofu_updates: dict[str, str] = {}
+    if not expected_sha and not entry.is_archive:
+        tofu_updates[entry.filename] = sha
+        log(
+            f"{entry.name}: no published sha256, trusted on first use: {sha} "
+            f"(recorded in {weights_dir / TOFU_FILE}; `weights verify` checks against it)"
+        )
+    os.replace(part, target)
+
+    if entry.is_archive:
+        prefix = PurePosixPath(entry.unpack or "")
+        expect = [PurePosixPath(rel).relative_to(prefix).as_posix() for rel in entry.provides]
+        try:
+            unpack_archive(target, installed, expect)
+        finally:
+            target.unlink(missing_ok=True)
+        for rel in entry.provides:
+            # An archive checked against a published sha256 vouches for its members; otherwise a member
+            # already recorded keeps its record (and the verify below holds the new file against it).
+            if entry.expected_sha256(rel) is None and (entry.sha256 or rel not in tofu):
+                tofu_updates[rel] = sha256_file(weights_dir / rel)
+        _record_tofu(weights_dir, tofu_updates)
+        if not entry.sha256:
+            log(f"{entry.name}: no published sha256 for the archive, trusted on first use")
+        if tofu_updates:
+            log(f"{entry.name}: recorded sha256 of {', '.join(tofu_updates)} (trusted on first use)")
+        result = verify(entry, weights_dir)
+        if not result.ok:
+            raise ChecksumError(f"{entry.name}: unpacked files do not verify: {result.detail}")
+    else:
+        _record_tofu(weights_dir, tofu_updates)
+    log(f"{entry.name}: installed {installed}")
+    return installed
