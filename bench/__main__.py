@@ -1,0 +1,23 @@
+"""``python -m bench faceswap``: run a benchmark, print its table, write JSON under bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="name", required=True)
+    fs = sub.add_parser("faceswap", help="per-stage and HTTP latency of /faceswap, built-in and neural")
+    fs.add_argument("--repeat", type=int, default=5, help="in-process repetitions per stage (median reported)")
+    fs.add_argument("--requests", type=int, default=20, help="HTTP requests per case (sequential, then 4 at once)")
+    fs.add_argument("--workers", type=int, default=2, help="uvicorn workers of the benchmarked server")
+    args = parser.parse_args()
+    if args.name == "faceswap":
+        from bench import faceswap
+
+        faceswap.main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Five-point face alignment: templates, similarity estimation, crops and the feathered paste-back.
+
+Points are ordered left eye, right eye, nose tip, left mouth corner, right mouth corner (image left/right).
+Arithmetic follows the reference pipeline on purpose (float32 points, Umeyama's least squares, OpenCV's
+bilinear warp with a black border), so crops and pasted results match it pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+# ArcFace template for a 112x112 crop.
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+# FFHQ template for a 512x512 crop (restoration networks, lip sync crops).
+FFHQ_512 = np.array(
+    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043],
+     [313.08905, 371.15118]],
+    dtype=np.float32,
+)
+
+
+def template_points(size: int, template: str = "arcface") -> np.ndarray:
+    """Destination points (5, 2) float32 of ``template`` for a ``size`` x ``size`` crop.
+
+    arcface: multiples of 112 scale the 112 template; multiples of 128 scale it by size/128 and shift it
+    right by 8·size/128 px (the inswapper 128 crop). ffhq: the 512 template scaled by size/512.
+    """
+    if template == "arcface":
+        if size % 112 == 0:
+            return ARCFACE_112 * (float(size) / 112.0)
+        if size % 128 == 0:
+            ratio = float(size) / 128.0
+            dst = ARCFACE_112 * ratio
+            dst[:, 0] += 8.0 * ratio
+            return dst
+        raise ValueError(f"arcface crops must be a multiple of 112 or 128 px, got {size}")
+    if template == "ffhq":
+        return FFHQ_512 * (float(size) / 512.0)
+    raise ValueError(f"unknown alignment template {template!r}")
+
+
+ARCFACE_128 = template_points(128, "arcface")
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
+
+    Umeyama (PAMI 1991). Returns the 3x3 homogeneous matrix in float64; the centring and covariance are
+    computed in the points' own dtype (float32 for detector points), as the reference pipeline does.
+    """
+    src = np.asarray(src)
+    dst = np.asarray(dst)
+    n, dim = src.shape
+    src_mean = src.mean(axis=0)
+    dst_mean = dst.mean(axis=0)
+    src_c = src - src_mean
+    dst_c = dst - dst_mean
+    cov = dst_c.T @ src_c / n
+
+    signs = np.ones((dim,), dtype=np.float64)
+    if np.linalg.det(cov) < 0:
+        signs[-1] = -1.0
+    out = np.eye(dim + 1, dtype=np.float64)
+    u, s, vt = np.linalg.svd(cov)
+    rank = int(np.count_nonzero(s > s.max() * max(cov.shape) * np.finfo(float).eps))
+    if rank == 0:
+        return out * np.nan
+    if rank == dim - 1:
+        if np.linalg.det(u) * np.linalg.det(vt) > 0:
+            out[:dim, :dim] = u @ vt
+        else:
+            flip = signs.copy()
+            flip[-1] = -1.0
+            out[:dim, :dim] = u @ np.diag(flip) @ vt
+    else:
+        out[:dim, :dim] = u @ np.diag(signs) @ vt
+    scale = 1.0 / src_c.var(axis=0).sum() * (s @ signs)
+    out[:dim, dim] = dst_mean - scale * (out[:dim, :dim] @ src_mean.T)
+    out[:dim, :dim] *= scale
+    return out
+
+
+def estimate_norm(kps: np.ndarray, size: int = 112, template: str | np.ndarray = "arcface") -> np.ndarray:
+    """2x3 affine matrix (float64) taking image points ``kps`` (5, 2) onto the template of a ``size`` crop.
+
+    ``template`` is "arcface" / "ffhq" or explicit destination points (5, 2) in crop pixels.
+    """
+    kps = np.asarray(kps, dtype=np.float32).reshape(5, 2)
+    if isinstance(template, str):
+        dst = template_points(size, template)
+    else:
+        dst = np.asarray(template, dtype=np.float32).reshape(5, 2)
+    return umeyama(kps, dst)[0:2, :]
+
+
+def norm_crop(img: np.ndarray, kps: np.ndarray, size: int = 112, template: str | np.ndarray = "arcface"
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned ``size`` x ``size`` crop and the 2x3 matrix that produced it (image → crop)."""
+    m = estimate_norm(kps, size, template)
+    crop = cv2.warpAffine(img, m, (size, size), borderValue=0.0)
+    return crop, m
+
+
+def transform_points(pts: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to points (N, 2)."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    m = np.asarray(m, dtype=np.float64)
+    return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+def invert(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix (crop → image)."""
+    return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
+
+
+def _paste_roi(shape: tuple[int, ...], crop_hw: tuple[int, int], im: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Image window (x0, y0, x1, y1) that holds everything the paste-back can touch, or None when empty.
+
+    The window is the projected crop's bounding box plus a zero margin wider than the erosion half-width
+    and the blur radius, so working inside it gives exactly the result of working on the whole image.
+    """
+    h, w = shape[:2]
+    ch, cw = crop_hw
+    corners = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], dtype=np.float64)
+    proj = corners @ im[:, :2].T + im[:, 2]
+    bx0, by0 = proj.min(axis=0)
+    bx1, by1 = proj.max(axis=0)
+    size = int(math.sqrt(max(bx1 - bx0, 1.0) * max(by1 - by0, 1.0)))
+    margin = max(size // 10, 10) + 2 * max(size // 20, 5) + 4
+    # x0 on a multiple of 64 keeps OpenCV's vectorised column blocks where the whole-frame filters have
+    # them, so the blur's float rounding matches the whole-frame result bit for bit.
+    x0 = max((int(math.floor(bx0)) - margin) // 64 * 64, 0)
+    y0 = max(int(math.floor(by0)) - margin, 0)
+    x1 = min(int(math.ceil(bx1)) + margin + 1, w)
+    y1 = min(int(math.ceil(by1)) + margin + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def paste_back(img: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Blend an aligned ``crop`` (made with matrix ``m``) back into a copy of ``img``.
+
+    The crop and a white crop-sized mask are warped back with the inverse transform; the warped mask is
+    binarised (>20 → 255), eroded by a k×k square with k = max(s//10, 10) and blurred with a Gaussian of
+    size 2·max(s//20, 5)+1, where s = int(√(mask height · mask width)); the result is the alpha of a
+    linear blend. ``mask`` (optional, crop-sized, float in [0, 1]) is warped back too and multiplies that
+    alpha, e.g. a face-parsing mask for a restored 512 crop. Mask processing and blending run inside the
+    face's window only, which gives the same pixels as processing the whole frame.
+    """
+    out = img.copy()
+    ch, cw = crop.shape[:2]
+    im = invert(m)
+    roi = _paste_roi(img.shape, (ch, cw), im)
+    if roi is None:
+        return out
+    x0, y0, x1, y1 = roi
+    rw, rh = x1 - x0, y1 - y0
+    h, w = img.shape[:2]
+    # The warps run over the whole frame (cheap, and OpenCV's fixed-point sampling depends on the absolute
+    # pixel position, so a shifted window would differ by a level here and there); everything after them
+    # is translation-invariant and runs on the window only.
+    warped = cv2.warpAffine(crop, im, (w, h), borderValue=0.0)[y0:y1, x0:x1]
+    white = np.full((ch, cw), 255, dtype=np.float32)
+    alpha = cv2.warpAffine(white, im, (w, h), borderValue=0.0)[y0:y1, x0:x1].copy()
+    alpha[alpha > 20] = 255
+    ys, xs = np.where(alpha == 255)
+    if ys.size == 0:
+        return out
+    size = int(np.sqrt((np.max(ys) - np.min(ys)) * (np.max(xs) - np.min(xs))))
+    k = max(size // 10, 10)
+    alpha = cv2.erode(alpha, np.ones((k, k), np.uint8), iterations=1)
+    k = max(size // 20, 5)
+    alpha = cv2.GaussianBlur(alpha, (2 * k + 1, 2 * k + 1), 0)
+    alpha /= 255
+    if mask is not None:
+        extra = cv2.warpAffine(np.asarray(mask, dtype=np.float32).reshape(ch, cw), im, (w, h), borderValue=0.0)
+        extra = extra[y0:y1, x0:x1]
+        alpha *= np.clip(extra, 0.0, 1.0)
+    alpha = alpha.reshape(rh, rw, 1)
+    region = out[y0:y1, x0:x1]
+    merged = alpha * warped + (1 - alpha) * region.astype(np.float32)
+    out[y0:y1, x0:x1] = merged.astype(np.uint8)
+    return out
