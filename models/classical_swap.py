@@ -1,0 +1,337 @@
+"""Built-in classical face swap: no network, only the 68 landmarks of both faces and their pixels.
+
+1. Both faces get the same extended point set: the 68 landmarks, points over the forehead and an outer ring
+   around the face. One Delaunay triangulation (computed on the target) is used for both sides, so every
+   target triangle has its source triangle. The source is warped piecewise-affinely onto the target with a
+   single ``cv2.remap`` (per-pixel triangle lookup, no seams between triangles). When the source's head is
+   turned the other way than the target's, the source is mirrored first (far less stretching).
+2. Colour: LAB mean/std transfer inside the face, then the low-frequency colour (lighting, shading) is
+   replaced by the target's with a per-channel ratio of masked blurs, so nothing steps at the outline.
+   An optional Poisson pass (``cv2.seamlessClone``) is available; it tends to pull hair and background
+   colour into the face, so it is off by default.
+3. The result is alpha-blended with a feathered mask that lies strictly inside the target's face outline,
+   so pixels outside the outline are bit-identical to the input. An open target mouth keeps its own inside
+   (teeth), so a closed source mouth is not stretched over it.
+
+A big source face is first downscaled to the target's size (no aliasing); a face cut by the image border
+on either side is handled (the part of the source outside its image is never used).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from models.face import Face
+from models.landmarks import face_outline, face_scale, forehead_points, mirror_68, outer_ring, yaw_ratio
+
+_SUBPIX_SHIFT = 4  # fixed-point bits for rasterising triangles
+_POISSON_MAX_SIDE = 480  # the seamless clone runs at most at this resolution; its correction is smooth
+
+
+def _landmarks(face: Face, which: str) -> np.ndarray:
+    lm = None if face.landmarks is None else np.asarray(face.landmarks, dtype=np.float32)
+    if lm is None or lm.shape != (68, 2):
+        raise ValueError(f"the classical swap needs 68 landmarks on the {which} face")
+    return lm
+
+
+def _point_set(lm: np.ndarray, forehead_ratio: float, ring_scale: float) -> np.ndarray:
+    return np.concatenate([lm, forehead_points(lm, forehead_ratio), outer_ring(lm, ring_scale, forehead_ratio)]).astype(
+        np.float64
+    )
+
+
+def _triangles(points: np.ndarray) -> np.ndarray:
+    return Delaunay(points, qhull_options="QJ Qbb Qc").simplices.astype(np.int64)
+
+
+def _affines(dst_pts: np.ndarray, src_pts: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per triangle the 2×3 affine that maps destination coordinates to source coordinates, and whether the
+    destination triangle is non-degenerate."""
+    d = dst_pts[tris]  # (T, 3, 2)
+    s = src_pts[tris]
+    ones = np.ones((len(tris), 3, 1))
+    dh = np.concatenate([d, ones], axis=2)  # (T, 3, 3): rows [x, y, 1]
+    det = np.linalg.det(dh)
+    ok = np.abs(det) > 1e-6
+    dh[~ok] = np.eye(3)
+    # Solve dh @ M = s for M (3, 2); the affine is M.T.
+    m = np.linalg.solve(dh, s)
+    return np.transpose(m, (0, 2, 1)), ok
+
+
+def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Boolean erosion of a 0/255 mask by a disc of ``radius`` pixels (distance transform: fast for any
+    radius). The image border does not erode: a face running off the image stays whole up to the edge."""
+    if radius <= 0:
+        return mask > 0
+    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return dist > radius
+
+
+def _feather(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Float mask in [0, 1]: ``mask`` eroded by ``radius`` then smoothed by a tent kernel of the same radius
+    (two box filters). The result is zero wherever the input mask is zero."""
+    if radius < 1:
+        return (mask > 0).astype(np.float32)
+    soft = _erode(mask, radius).astype(np.float32)
+    half = max(1, radius // 2)
+    soft = cv2.blur(soft, (2 * half + 1, 2 * half + 1), borderType=cv2.BORDER_REPLICATE)
+    soft = cv2.blur(soft, (2 * half + 1, 2 * half + 1), borderType=cv2.BORDER_REPLICATE)
+    soft[mask == 0] = 0.0
+    return soft
+
+
+def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``img`` (H, W, C float32) using only the pixels inside ``mask`` (bool): normalised
+    convolution, so colours from outside the mask do not leak in. Wide blurs run on a downscaled copy
+    (the result is smooth, so nothing is lost) and are scaled back up."""
+    h, w = mask.shape
+    m = mask.astype(np.float32)
+    f = min(1.0, 4.0 / sigma)
+    if f < 1.0:
+        size = (max(4, round(w * f)), max(4, round(h * f)))
+        img_s = cv2.resize(img * m[..., None], size, interpolation=cv2.INTER_AREA)
+        m_s = cv2.resize(m, size, interpolation=cv2.INTER_AREA)
+        sigma_s = sigma * size[0] / w
+    else:
+        img_s, m_s, sigma_s = img * m[..., None], m, sigma
+    num = cv2.GaussianBlur(img_s, (0, 0), sigma_s, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(m_s, (0, 0), sigma_s, borderType=cv2.BORDER_REPLICATE)
+    out = num / np.maximum(den, 1e-4)[..., None]
+    if f < 1.0:
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def _match_colour(
+    src: np.ndarray, dst: np.ndarray, stats_mask: np.ndarray, region: np.ndarray, relight_sigma: float
+) -> np.ndarray:
+    """Colour-correct the warped source ``src`` to the target ``dst`` (uint8 BGR, same size).
+
+    1. LAB mean/std transfer per channel over the pixels in ``stats_mask`` (the face without its edge):
+       global skin tone and contrast. Lightness contrast is matched within limits; chroma may drop to zero,
+       so a grey target stays grey.
+    2. When ``relight_sigma`` > 0, the low-frequency colour (lighting, shading, local tone) becomes the
+       target's, multiplicatively per BGR channel: out = src × blur(dst) / blur(src), both blurs restricted
+       to ``region`` (the face). Being a ratio, the source's shadows and detail keep the target's hue
+       instead of turning grey, even for a black-and-white source.
+    """
+    s = cv2.cvtColor(src.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
+    if int(stats_mask.sum()) >= 16:
+        d = cv2.cvtColor(dst.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
+        sv = s[stats_mask]
+        dv = d[stats_mask]
+        ms, ss = sv.mean(axis=0), sv.std(axis=0) + 1e-3
+        md, sd = dv.mean(axis=0), dv.std(axis=0) + 1e-3
+        ratio = np.clip(sd / ss, [0.6, 0.0, 0.0], [1.6, 1.6, 1.6]).astype(np.float32)
+        s = (s - ms.astype(np.float32)) * ratio + md.astype(np.float32)
+        s[..., 0] = np.clip(s[..., 0], 0.0, 100.0)
+    bgr = np.clip(cv2.cvtColor(s.astype(np.float32), cv2.COLOR_LAB2BGR) * 255.0, 0.0, 255.0)
+    if relight_sigma > 0 and int(region.sum()) >= 16:
+        eps = 4.0
+        gain = (_masked_blur(dst.astype(np.float32), region, relight_sigma) + eps) / (
+            _masked_blur(bgr, region, relight_sigma) + eps
+        )
+        bgr = bgr * np.clip(gain, 0.25, 4.0)
+    return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
+
+
+def _poisson(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Seamless clone of ``src`` into ``dst`` (same size) inside ``mask`` (uint8 0/255), as float32 BGR.
+
+    The clone's effect is ``src`` plus a smooth (harmonic) correction field, so for large regions it is
+    computed at reduced resolution and the upsampled correction is added to the full-resolution ``src``.
+    Both images are padded so the mask never touches the border (the clone misplaces or rejects such
+    masks)."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 16:
+        return dst.astype(np.float32)
+    scale = min(1.0, _POISSON_MAX_SIDE / max(h, w))
+    if scale < 1.0:
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        s_small = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+        d_small = cv2.resize(dst, size, interpolation=cv2.INTER_AREA)
+        m_small = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        m_small = np.where(m_small >= 250, 255, 0).astype(np.uint8)
+    else:
+        s_small, d_small, m_small = src, dst, mask
+    if int(np.count_nonzero(m_small)) < 16:
+        return dst.astype(np.float32)
+    pad = 4
+    sp = cv2.copyMakeBorder(s_small, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    dp = cv2.copyMakeBorder(d_small, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    mp = cv2.copyMakeBorder(m_small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    bx, by, bw, bh = cv2.boundingRect(mp)
+    # OpenCV places the mask's bounding box at center - (bw // 2, bh // 2): this centre keeps it in place.
+    center = (bx + bw // 2, by + bh // 2)
+    try:
+        cloned = cv2.seamlessClone(sp, dp, mp, center, cv2.NORMAL_CLONE)
+    except cv2.error:
+        return src.astype(np.float32)
+    cloned = cloned[pad:-pad, pad:-pad].astype(np.float32)
+    if scale >= 1.0:
+        return cloned
+    correction = cloned - s_small.astype(np.float32)
+    correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
+    return src.astype(np.float32) + correction
+
+
+def _should_mirror(src_lm: np.ndarray, dst_lm: np.ndarray, margin: float = 0.04) -> bool:
+    """True when the source face, flipped horizontally, matches the target's head turn clearly better: a
+    face turned the other way would otherwise be squeezed on one side and stretched on the other."""
+    rs, rt = yaw_ratio(src_lm), yaw_ratio(dst_lm)
+    return abs((1.0 - rs) - rt) + margin < abs(rs - rt)
+
+
+def _mouth_mask(lm: np.ndarray, shape: tuple[int, int], size: float) -> np.ndarray:
+    """Soft mask (float32 in [0, 1]) of an open mouth's inside (inner lip contour 60–67), or all zeros when
+    the mouth is closed. Keeping the target's own teeth and mouth cavity avoids stretching the source's
+    closed lips over an open mouth."""
+    inner = lm[60:68].astype(np.float32)
+    area = float(cv2.contourArea(inner))
+    out = np.zeros(shape, np.float32)
+    if area < 0.004 * size * size:
+        return out
+    mult = 1 << _SUBPIX_SHIFT
+    cv2.fillPoly(out, [np.round(inner * mult).astype(np.int32)], 1.0, cv2.LINE_8, _SUBPIX_SHIFT)
+    sigma = max(0.6, 0.015 * size)
+    return cv2.GaussianBlur(out, (0, 0), sigma)
+
+
+class ClassicalSwapper:
+    """Landmark-driven face swap (see the module docstring). ``forehead_ratio`` sets how far above the
+    brows the swapped region reaches (fraction of the eyes-to-chin distance); ``feather`` is the width of
+    the soft edge as a fraction of the same distance; ``relight`` is the blur radius of the lighting match
+    (same unit, 0 = mean/std transfer only); ``poisson`` adds the seamless-clone pass; ``mirror`` allows
+    flipping the source to match the head turn; ``keep_mouth`` keeps an open target mouth's inside."""
+
+    name = "builtin"
+    needs_source_embedding = False
+
+    def __init__(
+        self,
+        forehead_ratio: float = 0.2,
+        feather: float = 0.1,
+        poisson: bool = False,
+        relight: float = 0.15,
+        mirror: bool = True,
+        keep_mouth: bool = True,
+    ) -> None:
+        self.forehead_ratio = float(forehead_ratio)
+        self.feather = float(feather)
+        self.poisson = bool(poisson)
+        self.relight = float(relight)
+        self.mirror = bool(mirror)
+        self.keep_mouth = bool(keep_mouth)
+        self.ring_scale = 1.3
+
+    def prepare(self) -> None:
+        return None
+
+    def get(self, img: np.ndarray, target: Face, source: Face, source_img: np.ndarray) -> np.ndarray:
+        """A new image: ``img`` with ``target``'s face replaced by ``source``'s face from ``source_img``."""
+        for name, arr in (("img", img), ("source_img", source_img)):
+            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+                raise ValueError(f"{name} must be a BGR uint8 image (H, W, 3), got {arr.dtype} {arr.shape}")
+        t_lm = _landmarks(target, "target")
+        s_lm = _landmarks(source, "source")
+        out = img.copy()
+        H, W = img.shape[:2]
+
+        # --- target region of interest: the outer ring's box, clipped to the image ---------------------
+        t_pts = _point_set(t_lm, self.forehead_ratio, self.ring_scale)
+        x0 = max(0, int(np.floor(t_pts[:, 0].min())) - 1)
+        y0 = max(0, int(np.floor(t_pts[:, 1].min())) - 1)
+        x1 = min(W, int(np.ceil(t_pts[:, 0].max())) + 2)
+        y1 = min(H, int(np.ceil(t_pts[:, 1].max())) + 2)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return out
+        rw, rh = x1 - x0, y1 - y0
+        t_loc = t_pts - (x0, y0)
+
+        # --- source crop around its own ring, downscaled to the target's face size ---------------------
+        s_pts = _point_set(s_lm, self.forehead_ratio, self.ring_scale)
+        sh, sw = source_img.shape[:2]
+        sx0 = max(0, int(np.floor(s_pts[:, 0].min())) - 2)
+        sy0 = max(0, int(np.floor(s_pts[:, 1].min())) - 2)
+        sx1 = min(sw, int(np.ceil(s_pts[:, 0].max())) + 3)
+        sy1 = min(sh, int(np.ceil(s_pts[:, 1].max())) + 3)
+        if sx1 - sx0 < 2 or sy1 - sy0 < 2:
+            return out
+        s_crop = source_img[sy0:sy1, sx0:sx1]
+        s_lm_loc = s_lm - (sx0, sy0)
+        if self.mirror and _should_mirror(s_lm, t_lm):
+            s_crop = s_crop[:, ::-1]
+            s_lm_loc = mirror_68(s_lm_loc, s_crop.shape[1])
+        s_loc = _point_set(s_lm_loc, self.forehead_ratio, self.ring_scale)
+        t_size = face_scale(t_lm)
+        factor = t_size / face_scale(s_lm)
+        if factor < 0.9:
+            ch, cw = s_crop.shape[:2]
+            size = (max(2, round(cw * factor)), max(2, round(ch * factor)))
+            s_crop = cv2.resize(s_crop, size, interpolation=cv2.INTER_AREA)
+            fx, fy = size[0] / cw, size[1] / ch
+            s_loc = np.stack([(s_loc[:, 0] + 0.5) * fx - 0.5, (s_loc[:, 1] + 0.5) * fy - 0.5], axis=1)
+        ch, cw = s_crop.shape[:2]
+
+        # --- piecewise-affine warp: one triangulation, applied to both sides -------------------------
+        tris = _triangles(t_loc)
+        affines, ok = _affines(t_loc, s_loc, tris)
+        index = np.zeros((rh, rw), np.uint16)  # triangle id + 1, 0 = outside every triangle
+        mult = 1 << _SUBPIX_SHIFT
+        for i in np.nonzero(ok)[0]:
+            poly = np.round(t_loc[tris[i]] * mult).astype(np.int32)
+            cv2.fillConvexPoly(index, poly, int(i) + 1, cv2.LINE_8, _SUBPIX_SHIFT)
+        covered = index > 0
+        tri = np.maximum(index.astype(np.int32) - 1, 0)
+        coef = affines.reshape(-1, 6).astype(np.float32)[tri]  # (rh, rw, 6)
+        gx = np.arange(rw, dtype=np.float32)[None, :]
+        gy = np.arange(rh, dtype=np.float32)[:, None]
+        map_x = coef[..., 0] * gx + coef[..., 1] * gy + coef[..., 2]
+        map_y = coef[..., 3] * gx + coef[..., 4] * gy + coef[..., 5]
+        map_x[~covered] = -1.0
+        map_y[~covered] = -1.0
+        warped = cv2.remap(s_crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Source pixels that exist: inside the (clipped) crop. Outside it lies beyond the source image.
+        valid = covered & (map_x >= -0.5) & (map_x <= cw - 0.5) & (map_y >= -0.5) & (map_y <= ch - 0.5)
+
+        # --- masks --------------------------------------------------------------------------------
+        outline = face_outline(t_lm, self.forehead_ratio) - (x0, y0)
+        hull = cv2.convexHull(np.round(outline * mult).astype(np.int32))
+        face_mask = np.zeros((rh, rw), np.uint8)
+        cv2.fillConvexPoly(face_mask, hull, 255, cv2.LINE_8, _SUBPIX_SHIFT)
+        face_mask[~valid] = 0
+        radius = max(1, round(self.feather * t_size))
+        alpha = _feather(face_mask, radius)
+        if self.keep_mouth:
+            alpha *= 1.0 - _mouth_mask(t_lm - (x0, y0), (rh, rw), t_size)
+        if not np.any(alpha > 0):
+            return out
+
+        # Colour and blending only need the box around the face mask.
+        bx, by, bw, bh = cv2.boundingRect(np.where(alpha > 0, 255, 0).astype(np.uint8))
+        box = (slice(by, by + bh), slice(bx, bx + bw))
+        face_mask, alpha, warped = face_mask[box], alpha[box], warped[box]
+        target_roi = img[y0 + by : y0 + by + bh, x0 + bx : x0 + bx + bw]
+        inner = _erode(face_mask, radius)
+        stats_mask = inner if inner.sum() >= 16 else face_mask > 0
+        corrected = _match_colour(warped, target_roi, stats_mask, face_mask > 0, self.relight * t_size)
+
+        if self.poisson:
+            clone_mask = np.where(_erode(face_mask, 1.0), 255, 0).astype(np.uint8)
+            blended_src = _poisson(corrected, target_roi, clone_mask)
+        else:
+            blended_src = corrected.astype(np.float32)
+
+        a3 = alpha[..., None]
+        mixed = blended_src * a3 + target_roi.astype(np.float32) * (1.0 - a3)
+        mixed = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+        region = alpha > 0
+        roi_out = out[y0 + by : y0 + by + bh, x0 + bx : x0 + bx + bw]
+        roi_out[region] = mixed[region]
+        return out
