@@ -54,7 +54,7 @@ class ModelHub:
         provider_pref: str = "auto",
         det_size: int = 640,
         det_thresh: float = 0.5,
-        builtin_upsample: int = 1,
+        builtin_upsample: int = 0,
     ) -> None:
         self.weights_dir = Path(weights_dir)
         self.jobs = list(jobs)

@@ -322,7 +322,7 @@ def test_healthz_answers_while_inference_runs(tmp_path: Path, t1_path: Path) -> 
     server = Server({"FACEAPI_WEIGHTS_DIR": str(tmp_path / "w"), "FACEAPI_INFERENCE_THREADS": "1",
                      "FACEAPI_MAX_QUEUE": "0"}, workers=1, log_path=tmp_path / "log").start()
     try:
-        big = cv2.resize(cv2.imread(str(t1_path)), None, fx=1.5, fy=1.5)
+        big = cv2.resize(cv2.imread(str(t1_path)), None, fx=2.0, fy=2.0)
         data = _png_bytes(big)
 
         def slow() -> httpx.Response:
