@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         "1 finds faces down to about 40 px at 2-3x the detection time.",
     )
 
+    min_similarity_neural: float = Field(
+        0.2, ge=-1.0, le=1.0,
+        description="similarity mode, neural backend: minimum ArcFace cosine for a source face to replace a target.",
+    )
+    min_similarity_builtin: float = Field(
+        0.4, ge=-1.0, le=1.0,
+        description="similarity mode, built-in backend: minimum 1 − dlib descriptor distance (0.4 = dlib's 0.6).",
+    )
+
     # server
     host: str = Field("0.0.0.0", description="Address `python -m app serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app serve` binds.")
@@ -53,6 +62,17 @@ class Settings(BaseSettings):
         25 * 1024 * 1024, ge=1024, description="Largest accepted upload per file, bytes (413 above)."
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, width × height (413 above).")
+
+    # storage (/swap_url)
+    storage_url: str = Field(
+        "storage",
+        description="Bucket /swap_url reads inputs from and writes results to: a local directory (created if missing) "
+        "or file://…, gs://bucket/prefix (pip install gcsfs), s3://bucket/prefix (pip install s3fs).",
+    )
+    storage_results_prefix: str = Field(
+        "results/", description="Folder inside the bucket for /swap_url results (unique names, never overwriting)."
+    )
+    swap_url_concurrency: int = Field(4, ge=1, le=64, description="Targets of one /swap_url request processed at once.")
 
     # output
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -13,7 +14,8 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference import InferencePool
 from app.observability import RequestIdMiddleware, setup_logging
-from app.routers import analyze, faceswap, health
+from app.routers import analyze, faceswap, health, swap_url
+from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware
 from models.hub import ModelHub
 
@@ -25,6 +27,19 @@ Every image endpoint takes multipart uploads and answers with the image, or with
 `builtin` (dlib + classical warp, no download) or `neural` (insightface buffalo_l + inswapper_128, after
 `python -m app weights download`).
 """
+
+
+def open_bucket(settings: Settings) -> tuple[Bucket | None, str | None]:
+    """The /swap_url bucket; a local directory is created if missing. A broken storage setting disables
+    /swap_url (503 with the reason) instead of taking the whole server down."""
+    url = settings.storage_url
+    try:
+        if "://" not in url or url.startswith("file://"):
+            Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        return Bucket(url, settings.storage_results_prefix), None
+    except (StorageError, OSError) as exc:
+        logging.getLogger("app").error("storage unavailable", extra={"url": url, "error": str(exc)})
+        return None, f"storage {url!r} is unavailable: {exc}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             builtin_upsample=settings.builtin_upsample,
         )
         app.state.hub = hub
+        app.state.bucket, app.state.bucket_error = open_bucket(settings)
         hub.start_loading()
         logging.getLogger("app").info("worker started", extra={"jobs": settings.enabled_jobs})
         yield
@@ -52,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Whole-body cap: two files at the per-file limit plus form fields.
     app.add_middleware(BodyLimitMiddleware, max_body=2 * settings.max_upload_bytes + 1024 * 1024)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, analyze.router, faceswap.router):
+    for router in (health.router, analyze.router, faceswap.router, swap_url.router):
         app.include_router(router)
     return app
 

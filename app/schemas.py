@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Backend = Literal["auto", "builtin", "neural"]
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -80,3 +80,71 @@ IMAGE_RESPONSE = {
         "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
     }
 }
+
+
+Mode = Literal["one_to_one", "one_to_many", "sorted", "similarity"]
+Direction = Literal["left_to_right", "right_to_left"]
+
+
+class SwapOptions(BaseModel):
+    """Options every swap endpoint takes (form fields on /faceswap and /swap_img, `options` on /swap_url)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(
+        "one_to_one",
+        description="one_to_one: best source face → best target face; one_to_many: best source face → every target "
+        "face; sorted: source faces left→right zipped with target faces in `direction`; similarity: each source face "
+        "→ the most similar target face (optimal assignment), faces below the minimum similarity are left alone",
+    )
+    direction: Direction = Field("left_to_right", description="Order of the target faces in `sorted` mode")
+    face_refinement_steps: int = Field(1, ge=1, le=5, description="Swap, re-detect and swap again, this many passes")
+    use_codeformer: bool = Field(False, description="Restore swapped faces with CodeFormer instead of GFPGAN")
+    codeformer_fidelity: float = Field(0.5, ge=0.0, le=1.0, description="CodeFormer w: 0 = quality, 1 = fidelity")
+    background_enhance: bool = Field(False, description="Upscale the background with Real-ESRGAN (else Lanczos)")
+    face_upsample: bool = Field(False, description="Also upscale the restored faces")
+    upscale: int = Field(1, ge=1, le=4, description="Output size factor")
+    backend: Backend | None = Field(None, description="auto = neural when its weights are loaded")
+    format: ImageFormat | None = Field(None, description="Output format; default from FACEAPI_OUTPUT_FORMAT")
+
+    @property
+    def enhances(self) -> bool:
+        return self.use_codeformer or self.background_enhance or self.face_upsample or self.upscale > 1
+
+
+class SwapUrlRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "face_filename": "faces/alice.jpg",
+                    "model_filenames": ["shoots/group-1.jpg", "shoots/group-2.png"],
+                    "options": {"mode": "one_to_many"},
+                }
+            ]
+        },
+    )
+
+    face_filename: str = Field(..., min_length=1, max_length=1024, description="Source image, relative to the bucket")
+    model_filenames: list[str] = Field(
+        ..., min_length=1, max_length=64, description="Target images, relative to the bucket (1 to 64)"
+    )
+    options: SwapOptions = Field(default_factory=SwapOptions)
+
+
+class SwapUrlFailure(BaseModel):
+    filename: str = Field(..., examples=["shoots/empty-room.jpg"])
+    error: str = Field(..., examples=["no face was found in model_filenames[1]"])
+
+
+class SwapUrlResponse(BaseModel):
+    urls: list[str] = Field(..., description="One result per successful target, in request order",
+                            examples=[["file:///srv/bucket/results/shoots/group-1-3f2a9c1b7d4e.png"]])
+    failed: list[SwapUrlFailure] | None = Field(None, description="Present (with status 206) when some targets failed")
+
+
+class SwapUrlError(BaseModel):
+    error: dict = Field(..., examples=[{"code": "all_failed", "message": "every target failed",
+                                        "field": "model_filenames"}])
+    failed: list[SwapUrlFailure] = Field(default_factory=list)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: faces hold arrays
 class Face:
     bbox: np.ndarray  # (4,) x1, y1, x2, y2
     score: float

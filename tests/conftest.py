@@ -48,14 +48,17 @@ def hanks_bgr(hanks_path: Path) -> np.ndarray:
 def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Two workers on the built-in models only (an empty weights dir), with small limits to test against."""
     d = tmp_path_factory.mktemp("builtin")
+    (d / "bucket").mkdir()
     server = Server(
         {
             "FACEAPI_WEIGHTS_DIR": str(d / "weights"),
+            "FACEAPI_STORAGE_URL": str(d / "bucket"),
             "FACEAPI_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
             "FACEAPI_MAX_IMAGE_PIXELS": str(3_000_000),
         },
         workers=2,
         log_path=d / "server.log",
     ).start()
+    server.bucket = d / "bucket"  # type: ignore[attr-defined]
     yield server
     server.stop()

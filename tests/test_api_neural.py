@@ -67,3 +67,37 @@ def test_backend_builtin_still_selectable(neural_server: Server, t1_path: Path, 
         r = c.post("/faceswap", files={"source_image": ("s.png", hanks_path.read_bytes()),
                                        "target_image": ("t.jpg", t1_path.read_bytes())}, data={"backend": "builtin"})
     assert r.status_code == 200 and r.headers["x-face-backend"] == "builtin"
+
+
+def _swap(server: Server, files: list, data: dict | None = None) -> tuple[int, np.ndarray]:
+    with server.client() as c:
+        r = c.post("/faceswap", files=files, data=data or {})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-face-backend"] == "neural"
+    return int(r.headers["x-faces-swapped"]), cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_neural_one_to_many_and_similarity(neural_server: Server, t1_path: Path, t1_bgr: np.ndarray) -> None:
+    t1 = t1_path.read_bytes()
+    n, out = _swap(neural_server, [("source_image", ("s.jpg", t1)), ("target_image", ("t.jpg", t1))],
+                   {"mode": "one_to_many"})
+    assert n == 6
+    for (x1, y1, x2, y2), _ in standins.T1_FACES:
+        assert np.abs(out[y1:y2, x1:x2].astype(int) - t1_bgr[y1:y2, x1:x2]).mean() > 5
+    # every face of t1 is most similar to itself: six swaps, each face onto its own position
+    n, _ = _swap(neural_server, [("source_image", ("s.jpg", t1)), ("target_image", ("t.jpg", t1))],
+                 {"mode": "similarity"})
+    assert n == 6
+
+
+def test_neural_several_sources_average_their_identity(neural_server: Server, t1_path: Path,
+                                                       t1_bgr: np.ndarray) -> None:
+    t1 = t1_path.read_bytes()
+    flipped = cv2.imencode(".png", np.ascontiguousarray(t1_bgr[::-1]))[1].tobytes()  # same faces found, other pixels
+    once = _swap(neural_server, [("source_image", ("a.jpg", t1)), ("target_image", ("t.jpg", t1))])[1]
+    twice = _swap(neural_server, [("source_image", ("a.jpg", t1)), ("source_image", ("b.jpg", t1)),
+                                  ("target_image", ("t.jpg", t1))])[1]
+    mixed = _swap(neural_server, [("source_image", ("a.jpg", t1)), ("source_image", ("b.png", flipped)),
+                                  ("target_image", ("t.jpg", t1))])[1]
+    assert np.array_equal(once, twice)  # the mean of one identity twice is that identity
+    assert not np.array_equal(once, mixed)

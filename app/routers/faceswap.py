@@ -1,46 +1,44 @@
-"""POST /faceswap: the seed contract (multipart source_image + target_image → image)."""
+"""Face swap over multipart uploads: POST /faceswap (the seed contract) and POST /swap_img (the Ray Serve one)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Response, UploadFile
 
+from app.config import Settings
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import error_responses
-from app.schemas import IMAGE_RESPONSE, Backend, ImageFormat
-from app.services.faceswap import SwapRequest, swap
+from app.inference import InferencePool
+from app.routers.forms import swap_options
+from app.schemas import IMAGE_RESPONSE, SwapOptions
+from app.services.faceswap import SwapContext, SwapResult, swap
 from app.uploads import read_upload
+from models.hub import ModelHub
 
 router = APIRouter(tags=["face swap"])
+RESPONSES = {**IMAGE_RESPONSE, **error_responses(413, 415, 422, 503)}
 
 
-@router.post(
-    "/faceswap",
-    response_class=Response,
-    summary="Put the largest face of source_image onto the best face of target_image",
-    responses={**IMAGE_RESPONSE, **error_responses(413, 415, 422, 503)},
-)
-async def faceswap_endpoint(
-    hub: HubDep,
-    pool: PoolDep,
-    settings: SettingsDep,
-    source_image: Annotated[UploadFile, File(description="Image with the face to use (its largest face)")],
-    target_image: Annotated[UploadFile, File(description="Image whose best face is replaced")],
-    backend: Annotated[
-        Backend | None, Form(description="auto = neural when its weights are loaded; default FACEAPI_DEFAULT_BACKEND")
-    ] = None,
-    format: Annotated[ImageFormat | None, Form(description="Output format; default from FACEAPI_OUTPUT_FORMAT")] = None,
-) -> Response:
-    req = SwapRequest(
-        source=await read_upload(source_image, "source_image", settings.max_upload_bytes),
-        target=await read_upload(target_image, "target_image", settings.max_upload_bytes),
-        backend=backend or settings.default_backend,
-        format=format or settings.output_format,
+def swap_context(hub: ModelHub, settings: Settings, options: SwapOptions, source_field: str,
+                 target_field: str) -> SwapContext:
+    return SwapContext(
+        hub=hub,
+        options=options.model_copy(update={"backend": options.backend or settings.default_backend}),
+        format=options.format or settings.output_format,
         quality=settings.jpeg_quality,
         max_pixels=settings.max_image_pixels,
+        min_similarity={"neural": settings.min_similarity_neural, "builtin": settings.min_similarity_builtin},
+        source_field=source_field,
+        target_field=target_field,
     )
-    result = await pool.run(swap, hub, req)
+
+
+async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,
+                   max_bytes: int) -> Response:
+    source_datas = [await read_upload(f, ctx.source_field, max_bytes) for f in sources]
+    target_data = await read_upload(target, ctx.target_field, max_bytes)
+    result: SwapResult = await pool.run(swap, ctx, source_datas, target_data)
     return Response(
         content=result.content,
         media_type=result.media_type,
@@ -50,3 +48,42 @@ async def faceswap_endpoint(
             "Server-Timing": result.timings.header(),
         },
     )
+
+
+@router.post(
+    "/faceswap",
+    response_class=Response,
+    summary="Swap faces of source_image into target_image (default: largest source face → best target face)",
+    responses=RESPONSES,
+)
+async def faceswap_endpoint(
+    hub: HubDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    source_image: Annotated[
+        list[UploadFile],
+        File(description="Image(s) with the face to use. Send several to average the identity of their largest faces"),
+    ],
+    target_image: Annotated[UploadFile, File(description="Image whose faces are replaced")],
+    options: Annotated[SwapOptions, Depends(swap_options(("source_image", "target_image")))],
+) -> Response:
+    ctx = swap_context(hub, settings, options, "source_image", "target_image")
+    return await run_swap(pool, ctx, source_image, target_image, settings.max_upload_bytes)
+
+
+@router.post(
+    "/swap_img",
+    response_class=Response,
+    summary="Swap the face(s) of `face` into `model` (options as form fields or query parameters)",
+    responses=RESPONSES,
+)
+async def swap_img_endpoint(
+    hub: HubDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    face: Annotated[list[UploadFile], File(description="Source image(s): the face(s) to use")],
+    model: Annotated[UploadFile, File(description="Target image whose faces are replaced")],
+    options: Annotated[SwapOptions, Depends(swap_options(("face", "model")))],
+) -> Response:
+    ctx = swap_context(hub, settings, options, "face", "model")
+    return await run_swap(pool, ctx, face, model, settings.max_upload_bytes)

@@ -1,14 +1,18 @@
-"""The face swap job: the largest source face onto the target's best face."""
+"""The face swap job: detect source and target faces, pair them by mode, swap, optionally refine, encode."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from app.errors import NoFaceError
-from app.media import decode_image, encode_image
+from app.media import DecodedImage, decode_image, encode_image
+from app.schemas import SwapOptions
 from app.services.common import Timings, resolve_backend
-from models.face import best_face
+from models.face import Face, best_face
 from models.hub import ModelHub
+from models.pairing import match_by_iou, pair_faces
 
 
 @dataclass
@@ -21,35 +25,113 @@ class SwapResult:
 
 
 @dataclass
-class SwapRequest:
-    source: bytes
-    target: bytes
-    backend: str = "auto"
+class Sources:
+    """Source faces with the image each came from (the classical swap needs the pixels)."""
+
+    backend: str
+    faces: list[Face]
+    images: list[np.ndarray]
+
+
+@dataclass
+class SwapContext:
+    hub: ModelHub
+    options: SwapOptions = field(default_factory=SwapOptions)
     format: str = "png"
     quality: int = 95
     max_pixels: int = 40_000_000
+    min_similarity: dict[str, float] = field(default_factory=lambda: {"neural": 0.2, "builtin": 0.4})
     source_field: str = "source_image"
     target_field: str = "target_image"
 
+    @property
+    def backend(self) -> str:
+        return resolve_backend(self.hub, "faceswap", self.options.backend or "auto")
 
-def swap(hub: ModelHub, req: SwapRequest) -> SwapResult:
-    name = resolve_backend(hub, "faceswap", req.backend)
-    analyser, swapper = hub.analyser(name), hub.swapper(name)
-    t = Timings()
-    with t.stage("decode"):
-        src = decode_image(req.source, req.source_field, req.max_pixels)
-        tgt = decode_image(req.target, req.target_field, req.max_pixels)
-    with t.stage("detect"):
-        src_face = best_face(analyser.get(src.bgr))
-        if src_face is None:
-            raise NoFaceError(req.source_field)
-        if swapper.needs_source_embedding:
-            analyser.embed(src.bgr, src_face)
-        tgt_face = best_face(analyser.get(tgt.bgr))
-        if tgt_face is None:
-            raise NoFaceError(req.target_field)
-    with t.stage("swap"):
-        out = swapper.get(tgt.bgr, tgt_face, src_face, src.bgr)
-    with t.stage("encode"):
-        content, media_type = encode_image(out, req.format, req.quality, tgt.alpha)
-    return SwapResult(content, media_type, name, 1, t)
+
+def load_sources(ctx: SwapContext, backend: str, datas: list[bytes], timings: Timings) -> Sources:
+    """Decode and analyse the source image(s).
+
+    One image: all its faces (``sorted`` and ``similarity`` use them all, the other modes its best face).
+    Several images: the largest face of each, merged into one source face whose embedding is the mean of their
+    unit embeddings; its pixels (for the built-in swap) are those of the first image's face.
+    """
+    analyser = ctx.hub.analyser(backend)
+    need_embeddings = ctx.options.mode == "similarity" or ctx.hub.swapper(backend).needs_source_embedding
+    decoded: list[DecodedImage] = []
+    with timings.stage("decode"):
+        for data in datas:
+            decoded.append(decode_image(data, ctx.source_field, ctx.max_pixels))
+    with timings.stage("detect"):
+        if len(decoded) == 1:
+            faces = analyser.get(decoded[0].bgr)
+            if not faces:
+                raise NoFaceError(ctx.source_field)
+            if ctx.options.mode in ("one_to_one", "one_to_many"):
+                faces = [best_face(faces)]  # type: ignore[list-item]
+            if need_embeddings:
+                for f in faces:
+                    analyser.embed(decoded[0].bgr, f)
+            return Sources(backend, faces, [decoded[0].bgr] * len(faces))
+        bests: list[Face] = []
+        for i, img in enumerate(decoded):
+            best = best_face(analyser.get(img.bgr))
+            if best is None:
+                raise NoFaceError(ctx.source_field, f" (file {i + 1} of {len(decoded)})")
+            analyser.embed(img.bgr, best)
+            bests.append(best)
+        mean = np.mean([f.normed_embedding for f in bests], axis=0)
+        merged = replace(bests[0], embedding=(mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32))
+        return Sources(backend, [merged], [decoded[0].bgr])
+
+
+def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage, timings: Timings) -> tuple[np.ndarray, int]:
+    """The target with source faces swapped in by the options' mode; returns (image, faces swapped)."""
+    opts = ctx.options
+    analyser, swapper = ctx.hub.analyser(sources.backend), ctx.hub.swapper(sources.backend)
+    with timings.stage("detect"):
+        targets = analyser.get(target.bgr, embeddings=opts.mode == "similarity")
+        if not targets:
+            raise NoFaceError(ctx.target_field)
+        pairs = pair_faces(
+            opts.mode, sources.faces, targets, opts.direction,
+            min_similarity=ctx.min_similarity[sources.backend],
+            metric="cosine" if sources.backend == "neural" else "euclidean",
+        )
+    out = target.bgr
+    with timings.stage("swap"):
+        for s, t in pairs:
+            out = swapper.get(out, targets[t], sources.faces[s], sources.images[s])
+    placed = [targets[t] for _, t in pairs]
+    for _ in range(opts.face_refinement_steps - 1):
+        with timings.stage("refine"):
+            found = analyser.get(out)
+            for i, (s, _) in enumerate(pairs):
+                again = match_by_iou(placed[i], found)
+                if again is not None:  # the swapped face is found again: swap onto its new landmarks
+                    out = swapper.get(out, again, sources.faces[s], sources.images[s])
+                    placed[i] = again
+    return out, len(pairs)
+
+
+def encode(ctx: SwapContext, img: np.ndarray, alpha: np.ndarray | None, timings: Timings) -> tuple[bytes, str]:
+    with timings.stage("encode"):
+        return encode_image(img, ctx.format, ctx.quality, alpha)
+
+
+def swap(ctx: SwapContext, source_datas: list[bytes], target_data: bytes) -> SwapResult:
+    """/faceswap and /swap_img: everything for one target, in one worker thread."""
+    backend = ctx.backend
+    timings = Timings()
+    sources = load_sources(ctx, backend, source_datas, timings)
+    return swap_target(ctx, sources, target_data, timings)
+
+
+def swap_target(ctx: SwapContext, sources: Sources, target_data: bytes, timings: Timings | None = None) -> SwapResult:
+    """One target against already analysed sources (/swap_url analyses the source once for all targets)."""
+    timings = timings if timings is not None else Timings()
+    with timings.stage("decode"):
+        target = decode_image(target_data, ctx.target_field, ctx.max_pixels)
+    out, n = swap_faces(ctx, sources, target, timings)
+    content, media_type = encode(ctx, out, target.alpha, timings)
+    return SwapResult(content, media_type, sources.backend, n, timings)
