@@ -17,6 +17,8 @@ import httpx
 import numpy as np
 
 from app.media import decode_image, encode_image
+from app.schemas import SwapOptions
+from app.services.faceswap import SwapContext, swap
 from bench.report import pct, table, time_ms, write
 from models import align
 from models.face import best_face
@@ -90,6 +92,57 @@ def http_times(server: Server, backend: str, target: bytes, source: bytes, reque
             "c4_rps": requests / (wall[0] / 1000)}
 
 
+MODE_COLUMNS = ["backend", "mode", "faces_swapped", "p50_ms", "p95_ms"]
+URL_COLUMNS = ["backend", "targets", "concurrency", "wall_ms", "per_target_ms"]
+MODES = ("one_to_one", "one_to_many", "sorted", "similarity")
+
+
+def mode_rows(hub: ModelHub, img: np.ndarray, repeat: int) -> list[dict[str, Any]]:
+    """The whole swap service (decode → detect → pair → swap → encode) per mode, t1 as source and target."""
+    data = _png(img)
+    rows = []
+    for backend in ("builtin", "neural"):
+        for mode in MODES:
+            ctx = SwapContext(hub=hub, options=SwapOptions(mode=mode, backend=backend))
+            samples, result = time_ms(lambda ctx=ctx: swap(ctx, [data], data), repeat)
+            rows.append({"backend": backend, "mode": mode, "faces_swapped": result.faces_swapped,
+                         "p50_ms": pct(samples, 50), "p95_ms": pct(samples, 95)})
+            print(table([rows[-1]], MODE_COLUMNS).splitlines()[-1], flush=True)
+    return rows
+
+
+def swap_url_rows(img: np.ndarray, faces: list[standins.FaceSpec], source: bytes, tmp: Path,
+                  workers: int) -> list[dict[str, Any]]:
+    """/swap_url with 8 targets, one target at a time vs FACEAPI_SWAP_URL_CONCURRENCY=4."""
+    wdir = standins.make_weights_dir(tmp / "wurl", img.shape, faces)
+    bucket = tmp / "bucket"
+    bucket.mkdir()
+    (bucket / "face.png").write_bytes(source)
+    names = []
+    for i in range(8):
+        (bucket / f"t{i}.png").write_bytes(_png(img))
+        names.append(f"t{i}.png")
+    rows = []
+    for concurrency in (1, 4):
+        server = Server({"FACEAPI_WEIGHTS_DIR": str(wdir), "FACEAPI_EXECUTION_PROVIDER": "cpu",
+                         "FACEAPI_STORAGE_URL": str(bucket), "FACEAPI_SWAP_URL_CONCURRENCY": str(concurrency)},
+                        workers=workers).start()
+        try:
+            for backend in ("builtin", "neural"):
+                body = {"face_filename": "face.png", "model_filenames": names, "options": {"backend": backend}}
+                with server.client() as c:
+                    assert c.post("/swap_url", json=body).status_code == 200  # warm-up
+                    samples, r = time_ms(lambda c=c, body=body: c.post("/swap_url", json=body), 3)
+                assert r.status_code == 200, r.text
+                wall = pct(samples, 50)
+                rows.append({"backend": backend, "targets": len(names), "concurrency": concurrency,
+                             "wall_ms": wall, "per_target_ms": wall / len(names)})
+                print(table([rows[-1]], URL_COLUMNS).splitlines()[-1], flush=True)
+        finally:
+            server.stop()
+    return rows
+
+
 def run(repeat: int = 5, requests: int = 20, workers: int = 2) -> list[dict[str, Any]]:
     source = Path(standins.t1_path()).parent / "Tom_Hanks_54745.png"
     source_bytes = source.read_bytes()
@@ -116,10 +169,25 @@ def run(repeat: int = 5, requests: int = 20, workers: int = 2) -> list[dict[str,
 
 def main(args: Any) -> None:
     rows = run(repeat=args.repeat, requests=args.requests, workers=args.workers)
+    images = bench_images()
+    t1, t1_faces = images["6-face 1280×886"]
+    one, one_faces = images["1-face 512²"]
+    with tempfile.TemporaryDirectory() as tmp:
+        hub = ModelHub(standins.make_weights_dir(Path(tmp) / "w", t1.shape, t1_faces), ["analyze", "faceswap"],
+                       provider_pref="cpu")
+        hub.load()
+        modes = mode_rows(hub, t1, args.repeat)
+        source = (Path(standins.t1_path()).parent / "Tom_Hanks_54745.png").read_bytes()
+        urls = swap_url_rows(one, one_faces, source, Path(tmp), args.workers)
     print()
     print("faceswap: per-stage medians (ms, in-process) and HTTP latency (ms) through uvicorn with "
           f"{args.workers} workers; c4 = 4 concurrent clients")
     print(table(rows, COLUMNS))
-    path = write("faceswap", {"columns": COLUMNS, "rows": rows, "repeat": args.repeat, "requests": args.requests,
-                              "workers": args.workers, "httpx": httpx.__version__})
+    print("\nswap modes on the 6-face image (whole service in-process, t1 as source and target)")
+    print(table(modes, MODE_COLUMNS))
+    print("\n/swap_url with 8 targets (1-face 512² images) by FACEAPI_SWAP_URL_CONCURRENCY")
+    print(table(urls, URL_COLUMNS))
+    path = write("faceswap", {"columns": COLUMNS, "rows": rows, "modes": modes, "swap_url": urls,
+                              "repeat": args.repeat, "requests": args.requests, "workers": args.workers,
+                              "httpx": httpx.__version__})
     print(f"\nwrote {path}")
