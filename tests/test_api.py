@@ -73,6 +73,17 @@ def test_request_id_is_echoed(builtin_server: Server) -> None:
         assert len(c.get("/healthz").headers["x-request-id"]) == 32
 
 
+def test_logs_are_json_lines_with_the_request_id(builtin_server: Server) -> None:
+    with builtin_server.client() as c:
+        c.get("/healthz", headers={"X-Request-ID": "log-check-42"})
+    time.sleep(0.3)
+    lines = builtin_server.log_path.read_text().splitlines()  # type: ignore[union-attr]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(records) >= len(lines) - 2  # nothing but JSON (a line or two before logging is set up at most)
+    hits = [r for r in records if r.get("request_id") == "log-check-42"]
+    assert hits and hits[0]["path"] == "/healthz" and hits[0]["status"] == 200 and "ms" in hits[0]
+
+
 def test_openapi_documents_every_error(builtin_server: Server) -> None:
     with builtin_server.client() as c:
         spec = c.get("/openapi.json").json()
