@@ -1,0 +1,168 @@
+"""GFPGAN 1.4 and CodeFormer face restoration (ONNX exports), in three separately testable steps.
+
+``preprocess``: the face's 512x512 FFHQ-aligned crop (``align.norm_crop(..., 512, "ffhq")``) as an RGB
+blob in [-1, 1]; ``inference``: the network (CodeFormer also reads the fidelity weight w, float64 [1],
+0 = quality, 1 = fidelity); ``postprocess``: the network's [-1, 1] RGB output back to a BGR uint8 crop.
+``restore`` chains them and pastes the crop back with ``align.paste_back``'s feathered mask, optionally
+multiplied by a crop-sized mask (occlusion, face parsing). ``blend`` mixes restored and original pixels:
+GFPGAN 1.4 has no strength input of its own, so blending is how its effect is tuned (0.8 by default).
+
+Every restorer in the project (this one and ``models.builtin_enhance.BuiltinRestorer``) works in the same
+crop space, so a mask made with ``align_face`` fits any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from models import align
+from models.face import Face
+from models.providers import make_session
+
+CROP_SIZE = 512
+TEMPLATE = "ffhq"
+Kind = Literal["gfpgan", "codeformer"]
+
+
+def align_face(img: np.ndarray, face: Face, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The face's FFHQ-aligned ``size`` crop (BGR uint8) and the 2x3 image→crop matrix."""
+    return align.norm_crop(img, face.kps, size, TEMPLATE)
+
+
+def _fit_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A crop mask (any size) resized to ``hw`` and clipped to [0, 1]."""
+    mask = np.asarray(mask, np.float32)
+    if mask.ndim == 3:
+        mask = mask[:, :, 0]
+    h, w = hw
+    if mask.shape != (h, w):
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(mask, 0.0, 1.0)
+
+
+def paste_window(shape: tuple[int, ...], crop_hw: tuple[int, int], m: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Image window (x0, y0, x1, y1) holding everything a paste of a ``crop_hw`` crop can touch: the
+    projected crop plus a margin wider than paste_back's erosion and blur; None when off the image."""
+    h, w = shape[:2]
+    ch, cw = crop_hw
+    corners = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], np.float64)
+    proj = align.transform_points(corners, align.invert(m))
+    bx0, by0 = proj.min(axis=0)
+    bx1, by1 = proj.max(axis=0)
+    size = int(math.sqrt(max(bx1 - bx0, 1.0) * max(by1 - by0, 1.0)))
+    margin = max(size // 10, 10) + 2 * max(size // 20, 5) + 8
+    x0, y0 = max(int(math.floor(bx0)) - margin, 0), max(int(math.floor(by0)) - margin, 0)
+    x1, y1 = min(int(math.ceil(bx1)) + margin + 1, w), min(int(math.ceil(by1)) + margin + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def paste_restored(img: np.ndarray, crop: np.ndarray, m: np.ndarray, blend: float = 0.8,
+                   mask: np.ndarray | None = None, inplace: bool = False) -> np.ndarray:
+    """``img`` with the restored ``crop`` (made with image→crop matrix ``m``) pasted back; a copy unless
+    ``inplace``.
+
+    The paste alpha is paste_back's feathered crop mask × ``mask`` (crop space; resized to the crop when
+    its size differs) × ``blend``, i.e. the result is blend·restored + (1 − blend)·original inside the face.
+    Mixing at the paste keeps the original pixels untouched by any resampling. The paste runs on the
+    face's window only, so memory and time follow the face, not the frame (a 4K x2 canvas is 33 MP);
+    the warps' fixed-point sampling may then differ from a whole-frame paste by a level here and there.
+    """
+    out = img if inplace else img.copy()
+    blend = float(np.clip(blend, 0.0, 1.0))
+    if blend <= 0.0:
+        return out
+    hw = crop.shape[:2]
+    alpha = np.full(hw, blend, np.float32) if mask is None else _fit_mask(mask, hw) * blend
+    win = paste_window(img.shape, hw, m)
+    if win is None:
+        return out
+    x0, y0, x1, y1 = win
+    m_win = np.array(m, np.float64)
+    m_win[:, 2] += m_win[:, :2] @ np.array([x0, y0], np.float64)
+    out[y0:y1, x0:x1] = align.paste_back(img[y0:y1, x0:x1], crop, m_win, mask=alpha)
+    return out
+
+
+class FaceRestorer:
+    """GFPGAN 1.4 (``kind="gfpgan"``) or CodeFormer (``kind="codeformer"``) on ONNX Runtime."""
+
+    def __init__(self, model_path: Path, providers: list[str], kind: Kind = "gfpgan") -> None:
+        if kind not in ("gfpgan", "codeformer"):
+            raise ValueError(f"unknown restorer kind {kind!r}")
+        self.model_path = Path(model_path)
+        self.providers = list(providers)
+        self.kind: Kind = kind
+        self.name = kind
+        self.size = CROP_SIZE
+        self.session = None
+        self.input_name = "input"
+        self.weight_name: str | None = None
+        self.output_name = ""
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        with self._lock:
+            if self.session is not None:
+                return
+            session = make_session(self.model_path, self.providers)
+            inputs = session.get_inputs()
+            images = [i for i in inputs if len(i.shape) == 4]
+            weights = [i for i in inputs if i.type == "tensor(double)"]
+            if len(images) != 1:
+                raise ValueError(f"{self.model_path}: expected one [1,3,H,W] image input, got {len(images)}")
+            if self.kind == "codeformer" and len(weights) != 1:
+                raise ValueError(f"{self.model_path}: CodeFormer needs a float64 `weight` input")
+            if self.kind == "gfpgan" and len(inputs) != 1:
+                raise ValueError(f"{self.model_path}: GFPGAN takes one input, this model has {len(inputs)}")
+            size = images[0].shape[2]
+            self.size = int(size) if isinstance(size, int) else CROP_SIZE
+            self.input_name = images[0].name
+            self.weight_name = weights[0].name if weights else None
+            self.output_name = session.get_outputs()[0].name
+            self.session = session
+
+    # ---- the three steps ---------------------------------------------------------------------------
+    def preprocess(self, img: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
+        """Blob [1, 3, 512, 512] float32 (RGB, (x/255 − 0.5)/0.5) of the face's aligned crop, and its matrix."""
+        if self.session is None:
+            self.prepare()
+        crop, m = align_face(img, face, self.size)
+        rgb = crop[:, :, ::-1].astype(np.float32) / 255.0
+        blob = ((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(blob, dtype=np.float32), m
+
+    def inference(self, blob: np.ndarray, fidelity: float = 0.5) -> np.ndarray:
+        """Raw network output [1, 3, 512, 512] in [-1, 1]. ``fidelity`` feeds CodeFormer's weight only."""
+        if self.session is None:
+            self.prepare()
+        feeds = {self.input_name: blob}
+        if self.weight_name is not None:
+            feeds[self.weight_name] = np.array([float(np.clip(fidelity, 0.0, 1.0))], dtype=np.float64)
+        return self.session.run([self.output_name], feeds)[0]
+
+    def postprocess(self, out: np.ndarray) -> np.ndarray:
+        """Network output → BGR uint8 crop: ((x + 1)/2 clipped to [0, 1]) × 255, RGB → BGR."""
+        rgb = np.asarray(out, np.float32)[0].transpose(1, 2, 0)
+        rgb = np.clip((rgb + 1.0) / 2.0, 0.0, 1.0)
+        return np.ascontiguousarray((rgb * 255.0).round().astype(np.uint8)[:, :, ::-1])
+
+    # ---- whole face --------------------------------------------------------------------------------
+    def restore_crop(self, img: np.ndarray, face: Face, fidelity: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """Restored BGR crop of ``face`` and its image→crop matrix, not pasted back."""
+        blob, m = self.preprocess(img, face)
+        return self.postprocess(self.inference(blob, fidelity)), m
+
+    def restore(self, img: np.ndarray, face: Face, fidelity: float = 0.5, blend: float = 0.8,
+                mask: np.ndarray | None = None) -> np.ndarray:
+        """Copy of ``img`` with ``face`` restored: blend·restored + (1 − blend)·original inside the pasted,
+        feathered face area, further limited by ``mask`` (crop space, float in [0, 1]) when given."""
+        crop, m = self.restore_crop(img, face, fidelity)
+        return paste_restored(img, crop, m, blend, mask)
