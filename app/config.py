@@ -21,7 +21,7 @@ class Settings(BaseSettings):
         Path("weights"), description="Where `weights download` puts files and the server looks for them."
     )
     enabled_jobs: Annotated[list[Job], NoDecode] = Field(
-        ["analyze", "faceswap"], description="Comma-separated jobs whose models are loaded at start-up."
+        ["analyze", "faceswap", "enhance"], description="Comma-separated jobs whose models are loaded at start-up."
     )
     execution_provider: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="ONNX Runtime provider: auto = CUDA when a GPU is usable, else CPU."
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         "results/", description="Folder inside the bucket for /swap_url results (unique names, never overwriting)."
     )
     swap_url_concurrency: int = Field(4, ge=1, le=64, description="Targets of one /swap_url request processed at once.")
+
+    max_output_pixels: int = Field(
+        160_000_000, ge=1, description="Largest image an upscale may produce, width × height (413 above)."
+    )
 
     # output
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")

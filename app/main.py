@@ -14,7 +14,7 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference import InferencePool
 from app.observability import RequestIdMiddleware, setup_logging
-from app.routers import analyze, faceswap, health, swap_url
+from app.routers import analyze, enhance, faceswap, health, swap_url
 from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware
 from models.hub import ModelHub
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Whole-body cap: two files at the per-file limit plus form fields.
     app.add_middleware(BodyLimitMiddleware, max_body=2 * settings.max_upload_bytes + 1024 * 1024)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, analyze.router, faceswap.router, swap_url.router):
+    for router in (health.router, analyze.router, faceswap.router, swap_url.router, enhance.router):
         app.include_router(router)
     return app
 

@@ -76,7 +76,8 @@ class ModelsResponse(BaseModel):
 
 IMAGE_RESPONSE = {
     200: {
-        "description": "The edited image. Headers: `X-Face-Backend` (builtin|neural), `X-Faces-Swapped`.",
+        "description": "The edited image. Headers: `X-Face-Backend` (builtin|neural), `X-Faces-Swapped`, "
+        "`X-Face-Enhancer` (gfpgan|codeformer|builtin, when enhancement options were given), `Server-Timing`.",
         "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
     }
 }
@@ -99,7 +100,11 @@ class SwapOptions(BaseModel):
     )
     direction: Direction = Field("left_to_right", description="Order of the target faces in `sorted` mode")
     face_refinement_steps: int = Field(1, ge=1, le=5, description="Swap, re-detect and swap again, this many passes")
-    use_codeformer: bool = Field(False, description="Restore swapped faces with CodeFormer instead of GFPGAN")
+    use_codeformer: bool = Field(
+        False,
+        description="Restore the swapped faces with CodeFormer. Any enhancement option restores them: with GFPGAN "
+        "when loaded (else the built-in restorer), or CodeFormer when this is true",
+    )
     codeformer_fidelity: float = Field(0.5, ge=0.0, le=1.0, description="CodeFormer w: 0 = quality, 1 = fidelity")
     background_enhance: bool = Field(False, description="Upscale the background with Real-ESRGAN (else Lanczos)")
     face_upsample: bool = Field(False, description="Also upscale the restored faces")

@@ -19,12 +19,17 @@ log = logging.getLogger("models.hub")
 
 # Files (relative to the weights dir) each neural backend needs, per job.
 NEURAL_ANALYSIS_FILES = ("buffalo_l/det_10g.onnx", "buffalo_l/w600k_r50.onnx")
+RESTORER_FILES = {"gfpgan": "gfpgan_1.4.onnx", "codeformer": "codeformer.onnx"}
+UPSCALER_FILES = {2: "real_esrgan_x2.onnx", 4: "real_esrgan_x4.onnx"}
+OCCLUSION_FILE = "xseg_1.onnx"
+PARSER_FILE = "bisenet_resnet_34.onnx"
 NEURAL_FILES: dict[str, tuple[str, ...]] = {
     "analyze": NEURAL_ANALYSIS_FILES,
     "faceswap": (*NEURAL_ANALYSIS_FILES, "inswapper_128.onnx"),
+    "enhance": (RESTORER_FILES["gfpgan"],),
 }
-# Jobs this version serves, and the backends each can run on.
-IMPLEMENTED_JOBS = ("analyze", "faceswap")
+# Jobs this version serves.
+IMPLEMENTED_JOBS = ("analyze", "faceswap", "enhance")
 
 
 class BackendUnavailable(Exception):
@@ -65,6 +70,10 @@ class ModelHub:
         self.providers: list[str] = []
         self.analysers: dict[str, Analyser] = {}
         self.swappers: dict[str, Swapper] = {}
+        self.restorers: dict[str, Any] = {}  # "gfpgan" | "codeformer" | "builtin"
+        self.upscalers: dict[int, Any] = {}  # native scale → Real-ESRGAN
+        self.occlusion: Any | None = None  # XSeg
+        self.parser: Any | None = None  # BiSeNet
         self.statuses: list[ModelStatus] = []
         self.ready = False
         self.loading = False
@@ -92,6 +101,8 @@ class ModelHub:
             if wanted:
                 self._load_builtin()
                 self._load_neural(need_swapper="faceswap" in wanted)
+            if "enhance" in wanted or "faceswap" in wanted:  # swaps take enhancement options too
+                self._load_enhance()
         except Exception:  # noqa: BLE001 - reported through /models and /readyz, never a dead worker
             log.exception("model loading failed")
         finally:
@@ -151,11 +162,54 @@ class ModelHub:
             if swapper is not None:
                 self.swappers["neural"] = swapper
 
+    def _load_enhance(self) -> None:
+        from models.builtin_enhance import BuiltinRestorer
+
+        builtin = self._load_one(ModelStatus("builtin_restorer", "builtin", "restorer"), BuiltinRestorer)
+        if builtin is not None:
+            self.restorers["builtin"] = builtin
+        for kind, rel in RESTORER_FILES.items():
+            if self._present((rel,)):
+                from models.restorer import FaceRestorer
+
+                model = self._load_one(
+                    ModelStatus(kind, "neural", "restorer", files=[rel]),
+                    lambda rel=rel, kind=kind: FaceRestorer(self.weights_dir / rel, self.providers, kind=kind),
+                )
+                if model is not None:
+                    self.restorers[kind] = model
+        for scale, rel in UPSCALER_FILES.items():
+            if self._present((rel,)):
+                from models.upscaler import RealEsrganUpscaler
+
+                model = self._load_one(
+                    ModelStatus(f"real_esrgan_x{scale}", "neural", "upscaler", files=[rel]),
+                    lambda rel=rel, scale=scale: RealEsrganUpscaler(self.weights_dir / rel, self.providers, scale),
+                )
+                if model is not None:
+                    self.upscalers[scale] = model
+        if self._present((OCCLUSION_FILE,)):
+            from models.masks import OcclusionMasker
+
+            self.occlusion = self._load_one(
+                ModelStatus("xseg_1", "neural", "mask", files=[OCCLUSION_FILE]),
+                lambda: OcclusionMasker(self.weights_dir / OCCLUSION_FILE, self.providers),
+            )
+        if self._present((PARSER_FILE,)):
+            from models.masks import FaceParser
+
+            self.parser = self._load_one(
+                ModelStatus("bisenet_resnet_34", "neural", "mask", files=[PARSER_FILE]),
+                lambda: FaceParser(self.weights_dir / PARSER_FILE, self.providers),
+            )
+
     def _present(self, files: tuple[str, ...]) -> bool:
         return all((self.weights_dir / f).is_file() for f in files)
 
     # ---- lookup --------------------------------------------------------------------------------------
     def backends_for(self, job: str) -> list[str]:
+        if job == "enhance":
+            return [n for n in ("gfpgan", "codeformer", "builtin") if n in self.restorers]
         names = []
         for name in ("neural", "builtin"):
             if name not in self.analysers:
@@ -178,6 +232,27 @@ class ModelHub:
             raise BackendUnavailable(f"the {requested} backend is not loaded for {job}{hint}", command)
         return requested
 
+    def restorer(self, requested: str) -> tuple[str, Any]:
+        """(name, restorer) for ``auto`` (GFPGAN when loaded, else the built-in one) or a named restorer."""
+        if requested == "auto":
+            requested = "gfpgan" if "gfpgan" in self.restorers else "builtin"
+        if requested not in self.restorers:
+            command = self.file_command(RESTORER_FILES[requested]) if requested in RESTORER_FILES else None
+            hint = f"; fetch its weights with `{command}` and restart" if command else ""
+            raise BackendUnavailable(f"the {requested} restorer is not loaded{hint}", command)
+        return requested, self.restorers[requested]
+
+    def upscaler(self, scale: int) -> Any | None:
+        """The Real-ESRGAN model for a target scale: x4 above 2 when loaded, else x2, else x4; None if neither."""
+        order = (4, 2) if scale > 2 else (2, 4)
+        return next((self.upscalers[s] for s in order if s in self.upscalers), None)
+
+    def require_occlusion(self) -> Any:
+        if self.occlusion is None:
+            command = self.file_command(OCCLUSION_FILE)
+            raise BackendUnavailable(f"the XSeg occlusion model is not loaded; fetch it with `{command}`", command)
+        return self.occlusion
+
     def analyser(self, backend: str) -> Analyser:
         return self.analysers[backend]
 
@@ -188,19 +263,21 @@ class ModelHub:
     def missing_files(self, job: str) -> list[str]:
         return [f for f in NEURAL_FILES.get(job, ()) if not (self.weights_dir / f).is_file()]
 
-    def download_command(self, job: str) -> str | None:
+    def file_command(self, *files: str) -> str | None:
+        """The ``weights download`` command that fetches the given weight files."""
         from models.weights import download_command, load_manifest
 
-        missing = self.missing_files(job)
-        if not missing:
-            return None
         manifest = load_manifest()
         entries = []
-        for rel in missing:
+        for rel in files:
             entry = manifest.entry_for_path(rel)
             if entry is not None and entry not in entries:
                 entries.append(entry)
         return download_command(entries) if entries else None
+
+    def download_command(self, job: str) -> str | None:
+        missing = self.missing_files(job)
+        return self.file_command(*missing) if missing else None
 
     def job_status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

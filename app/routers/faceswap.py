@@ -28,6 +28,7 @@ def swap_context(hub: ModelHub, settings: Settings, options: SwapOptions, source
         format=options.format or settings.output_format,
         quality=settings.jpeg_quality,
         max_pixels=settings.max_image_pixels,
+        max_output_pixels=settings.max_output_pixels,
         min_similarity={"neural": settings.min_similarity_neural, "builtin": settings.min_similarity_builtin},
         source_field=source_field,
         target_field=target_field,
@@ -39,15 +40,14 @@ async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFi
     source_datas = [await read_upload(f, ctx.source_field, max_bytes) for f in sources]
     target_data = await read_upload(target, ctx.target_field, max_bytes)
     result: SwapResult = await pool.run(swap, ctx, source_datas, target_data)
-    return Response(
-        content=result.content,
-        media_type=result.media_type,
-        headers={
-            "X-Face-Backend": result.backend,
-            "X-Faces-Swapped": str(result.faces_swapped),
-            "Server-Timing": result.timings.header(),
-        },
-    )
+    headers = {
+        "X-Face-Backend": result.backend,
+        "X-Faces-Swapped": str(result.faces_swapped),
+        "Server-Timing": result.timings.header(),
+    }
+    if result.enhancer:
+        headers["X-Face-Enhancer"] = result.enhancer
+    return Response(content=result.content, media_type=result.media_type, headers=headers)
 
 
 @router.post(

@@ -18,6 +18,15 @@ def _describe(name: str) -> str:
     return SwapOptions.model_fields[name].description or ""
 
 
+async def reject_unknown_fields(request: Request, allowed: set[str]) -> None:
+    """422 naming the first form field or query parameter the endpoint does not know, so a typo never silently
+    falls back to a default."""
+    form = await request.form()
+    for key in (*form.keys(), *request.query_params.keys()):
+        if key not in allowed:
+            raise ApiError(422, "unknown_field", f"unknown field {key!r}; known: {', '.join(sorted(allowed))}", key)
+
+
 def swap_options(file_fields: tuple[str, ...]) -> Callable[..., Awaitable[SwapOptions]]:
     """A dependency that reads the swap options from form fields, else from the query string; refuses any field
     the endpoint does not know (422 naming it) so a typo never silently falls back to a default."""
@@ -40,11 +49,7 @@ def swap_options(file_fields: tuple[str, ...]) -> Callable[..., Awaitable[SwapOp
         backend: Annotated[Backend | None, Form(description=_describe("backend"))] = None,
         format: Annotated[ImageFormat | None, Form(description=_describe("format"))] = None,
     ) -> SwapOptions:
-        form = await request.form()
-        for key in (*form.keys(), *request.query_params.keys()):
-            if key not in allowed:
-                raise ApiError(422, "unknown_field", f"unknown field {key!r}; known: {', '.join(sorted(allowed))}",
-                               key)
+        await reject_unknown_fields(request, allowed)
         given = {k: v for k, v in locals().items() if k in OPTION_FIELDS and v is not None}
         for key in OPTION_FIELDS:
             if key not in given and key in request.query_params:

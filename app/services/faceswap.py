@@ -10,6 +10,7 @@ from app.errors import NoFaceError
 from app.media import DecodedImage, decode_image, encode_image
 from app.schemas import SwapOptions
 from app.services.common import Timings, resolve_backend
+from app.services.enhance import EnhanceOptions, apply_enhancement, check_output_size
 from models.face import Face, best_face
 from models.hub import ModelHub
 from models.pairing import match_by_iou, pair_faces
@@ -22,6 +23,7 @@ class SwapResult:
     backend: str
     faces_swapped: int
     timings: Timings
+    enhancer: str | None = None  # restorer applied after the swap, when enhancement options were given
 
 
 @dataclass
@@ -40,6 +42,7 @@ class SwapContext:
     format: str = "png"
     quality: int = 95
     max_pixels: int = 40_000_000
+    max_output_pixels: int = 160_000_000
     min_similarity: dict[str, float] = field(default_factory=lambda: {"neural": 0.2, "builtin": 0.4})
     source_field: str = "source_image"
     target_field: str = "target_image"
@@ -85,8 +88,9 @@ def load_sources(ctx: SwapContext, backend: str, datas: list[bytes], timings: Ti
         return Sources(backend, [merged], [decoded[0].bgr])
 
 
-def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage, timings: Timings) -> tuple[np.ndarray, int]:
-    """The target with source faces swapped in by the options' mode; returns (image, faces swapped)."""
+def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage,
+               timings: Timings) -> tuple[np.ndarray, list[Face]]:
+    """The target with source faces swapped in by the options' mode; returns (image, the swapped faces)."""
     opts = ctx.options
     analyser, swapper = ctx.hub.analyser(sources.backend), ctx.hub.swapper(sources.backend)
     with timings.stage("detect"):
@@ -111,7 +115,7 @@ def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage, timings
                 if again is not None:  # the swapped face is found again: swap onto its new landmarks
                     out = swapper.get(out, again, sources.faces[s], sources.images[s])
                     placed[i] = again
-    return out, len(pairs)
+    return out, placed
 
 
 def encode(ctx: SwapContext, img: np.ndarray, alpha: np.ndarray | None, timings: Timings) -> tuple[bytes, str]:
@@ -132,6 +136,18 @@ def swap_target(ctx: SwapContext, sources: Sources, target_data: bytes, timings:
     timings = timings if timings is not None else Timings()
     with timings.stage("decode"):
         target = decode_image(target_data, ctx.target_field, ctx.max_pixels)
-    out, n = swap_faces(ctx, sources, target, timings)
-    content, media_type = encode(ctx, out, target.alpha, timings)
-    return SwapResult(content, media_type, sources.backend, n, timings)
+    opts = ctx.options
+    if opts.enhances:
+        check_output_size(target.width, target.height, opts.upscale, ctx.max_output_pixels)
+    out, placed = swap_faces(ctx, sources, target, timings)
+    alpha, enhancer = target.alpha, None
+    if opts.enhances:
+        with timings.stage("enhance"):
+            enhanced = apply_enhancement(ctx.hub, out, alpha, placed, EnhanceOptions(
+                enhancer="codeformer" if opts.use_codeformer else "auto", fidelity=opts.codeformer_fidelity,
+                upscale=opts.upscale, background_enhance=opts.background_enhance, face_upsample=opts.face_upsample,
+                enhancer_field="use_codeformer",
+            ))
+        out, alpha, enhancer = enhanced.image, enhanced.alpha, enhanced.restorer
+    content, media_type = encode(ctx, out, alpha, timings)
+    return SwapResult(content, media_type, sources.backend, len(placed), timings, enhancer)

@@ -1,0 +1,113 @@
+"""POST /enhance: restore faces (GFPGAN, CodeFormer or built-in) and upscale."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import TypeAdapter, ValidationError
+
+from app.deps import HubDep, PoolDep, SettingsDep
+from app.errors import ApiError, error_responses
+from app.routers.forms import reject_unknown_fields
+from app.schemas import Backend, FaceOut, ImageFormat
+from app.services.enhance import EnhanceOptions, EnhanceRequest, enhance
+from app.uploads import read_upload
+
+router = APIRouter(tags=["enhance"])
+Enhancer = Literal["auto", "gfpgan", "codeformer", "builtin"]
+FIELDS = {"image", "faces", "enhancer", "codeformer_fidelity", "upscale", "background_enhance", "face_upsample",
+          "occlusion_mask", "blend", "format", "backend"}
+_FACES = TypeAdapter(list[FaceOut])
+
+
+def parse_faces(raw: str) -> tuple[list[FaceOut], tuple[int, int] | None]:
+    """``faces`` is the JSON /analyze returns (``{"width", "height", "faces": [...]}``) or just its list."""
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_field", f"faces is not JSON: {exc.msg} at position {exc.pos}", "faces") from None
+    size = None
+    if isinstance(doc, dict):
+        if "faces" not in doc:
+            raise ApiError(422, "invalid_field", "faces must be the /analyze JSON or its `faces` list", "faces")
+        if "width" in doc and "height" in doc:
+            try:
+                size = (int(doc["width"]), int(doc["height"]))
+            except (TypeError, ValueError):
+                raise ApiError(422, "invalid_field", "faces: width and height must be integers", "faces") from None
+        doc = doc["faces"]
+    try:
+        return _FACES.validate_python(doc), size
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ApiError(422, "invalid_field", f"faces[{where}]: {err['msg']}", "faces") from None
+
+
+@router.post(
+    "/enhance",
+    response_class=Response,
+    summary="Restore the faces of an image and optionally upscale it",
+    responses={
+        200: {
+            "description": "The enhanced image. Headers: `X-Face-Backend` (gfpgan|codeformer|builtin), "
+            "`X-Faces-Enhanced`, `X-Upscaler` (real_esrgan_x2|real_esrgan_x4|lanczos|none), `X-Analysis-Backend`.",
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+        },
+        **error_responses(413, 415, 422, 503),
+    },
+)
+async def enhance_endpoint(
+    request: Request,
+    hub: HubDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
+    faces: Annotated[
+        str | None,
+        Form(description="Optional: the JSON /analyze returned for this image (or its `faces` list) to skip "
+             "detection; `[]` upscales without restoring any face",
+             examples=['{"width": 512, "height": 512, "faces": [{"bbox": [180, 150, 330, 330], "score": 0.99, '
+                       '"kps": [[220, 220], [290, 220], [255, 260], [225, 295], [285, 295]]}]}']),
+    ] = None,
+    enhancer: Annotated[Enhancer, Form(description="auto = GFPGAN when its weights are loaded, else builtin")] = "auto",
+    codeformer_fidelity: Annotated[float, Form(ge=0.0, le=1.0, description="CodeFormer w: 0 quality … 1 fidelity; "
+                                               "also the strength of the built-in restorer's clean-up")] = 0.5,
+    upscale: Annotated[int, Form(ge=1, le=4, description="Output size factor (exact)")] = 1,
+    background_enhance: Annotated[bool, Form(description="Upscale the background with Real-ESRGAN")] = False,
+    face_upsample: Annotated[bool, Form(description="Upscale restored faces with Real-ESRGAN too")] = False,
+    occlusion_mask: Annotated[bool, Form(description="Keep occluders (hands, hair, glasses) with XSeg (+ BiSeNet "
+                                         "face regions when loaded)")] = False,
+    blend: Annotated[float, Form(ge=0, le=100, description="Percent of restored face over the original")] = 80,
+    format: Annotated[ImageFormat | None, Form(description="Output format; default FACEAPI_OUTPUT_FORMAT")] = None,
+    backend: Annotated[Backend | None, Form(description="Face detection backend when `faces` is not sent")] = None,
+) -> Response:
+    await reject_unknown_fields(request, FIELDS)
+    parsed, size = parse_faces(faces) if faces is not None else (None, None)
+    req = EnhanceRequest(
+        data=await read_upload(image, "image", settings.max_upload_bytes),
+        options=EnhanceOptions(enhancer=enhancer, fidelity=codeformer_fidelity, upscale=upscale,
+                               background_enhance=background_enhance, face_upsample=face_upsample,
+                               occlusion_mask=occlusion_mask, blend=blend / 100.0),
+        faces=parsed,
+        faces_size=size,
+        backend=backend or settings.default_backend,
+        format=format or settings.output_format,
+        quality=settings.jpeg_quality,
+        max_pixels=settings.max_image_pixels,
+        max_output_pixels=settings.max_output_pixels,
+    )
+    result = await pool.run(enhance, hub, req)
+    return Response(
+        content=result.content,
+        media_type=result.media_type,
+        headers={
+            "X-Face-Backend": result.enhanced.restorer,
+            "X-Faces-Enhanced": str(result.enhanced.faces),
+            "X-Upscaler": result.enhanced.upscaler,
+            "X-Analysis-Backend": result.analysis,
+            "Server-Timing": result.timings.header(),
+        },
+    )

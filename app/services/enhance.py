@@ -1,0 +1,135 @@
+"""The enhance job (restore faces, upscale), also applied by the swap jobs to the faces they swapped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from app.errors import ApiError, NoFaceError
+from app.media import decode_image, encode_image
+from app.schemas import FaceOut
+from app.services.common import Timings, resolve_backend
+from models.enhance_pipeline import enhance_image
+from models.face import Face
+from models.hub import BackendUnavailable, ModelHub
+from models.upscaler import output_size
+
+
+@dataclass
+class EnhanceOptions:
+    enhancer: str = "auto"  # auto | gfpgan | codeformer | builtin
+    fidelity: float = 0.5
+    upscale: int = 1
+    background_enhance: bool = False
+    face_upsample: bool = False
+    occlusion_mask: bool = False
+    blend: float = 0.8
+    enhancer_field: str = "enhancer"
+
+
+@dataclass
+class Enhanced:
+    image: np.ndarray
+    alpha: np.ndarray | None
+    restorer: str
+    upscaler: str  # real_esrgan_xN | lanczos | none
+    faces: int
+
+
+def apply_enhancement(hub: ModelHub, img: np.ndarray, alpha: np.ndarray | None, faces: list[Face],
+                      opts: EnhanceOptions) -> Enhanced:
+    """Restore ``faces`` and upscale ``img``; the alpha channel, when there is one, is resized to match."""
+    try:
+        name, restorer = hub.restorer(opts.enhancer)
+        occlusion = hub.require_occlusion() if opts.occlusion_mask else None
+    except BackendUnavailable as exc:
+        field = "occlusion_mask" if "XSeg" in str(exc) else opts.enhancer_field
+        raise ApiError(503, "backend_unavailable", str(exc), field) from None
+    model_up = hub.upscaler(opts.upscale) if (opts.background_enhance or opts.face_upsample) else None
+    out = enhance_image(
+        img, faces, restorer, model_up, scale=opts.upscale, background_enhance=opts.background_enhance,
+        face_upsample=opts.face_upsample, occlusion=occlusion, parser=hub.parser if opts.occlusion_mask else None,
+        fidelity=opts.fidelity, blend=opts.blend,
+    )
+    if alpha is not None and out.shape[:2] != alpha.shape:
+        alpha = cv2.resize(alpha, output_size(img.shape, opts.upscale), interpolation=cv2.INTER_LANCZOS4)
+    if opts.background_enhance and model_up is not None:
+        upscaler = model_up.name
+    else:
+        upscaler = "lanczos" if opts.upscale > 1 else "none"
+    return Enhanced(out, alpha, name, upscaler, len(faces))
+
+
+def check_output_size(width: int, height: int, scale: int, limit: int) -> None:
+    if width * scale * height * scale > limit:
+        raise ApiError(413, "too_large", f"upscale {scale} of a {width}×{height} image gives "
+                       f"{width * scale * height * scale} pixels, over the output limit of {limit}", "upscale")
+
+
+def faces_from_json(faces: list[FaceOut], width: int, height: int) -> list[Face]:
+    """Faces sent by the client (the /analyze JSON), checked against the image they are meant for."""
+    out = []
+    for i, f in enumerate(faces):
+        bbox = np.asarray(f.bbox, np.float32)
+        kps = np.asarray(f.kps, np.float32)
+        if kps.shape != (5, 2) or not np.isfinite(kps).all() or not np.isfinite(bbox).all():
+            raise ApiError(422, "invalid_field", f"faces[{i}]: kps must be 5 [x, y] pairs of numbers", "faces")
+        size = max(float(bbox[2] - bbox[0]), float(bbox[3] - bbox[1]), 1.0)
+        inside_box = bbox[2] > 0 and bbox[3] > 0 and bbox[0] < width and bbox[1] < height and bbox[2] > bbox[0]
+        margin = 0.5 * size
+        kps_near = ((kps[:, 0] >= -margin) & (kps[:, 0] <= width + margin)
+                    & (kps[:, 1] >= -margin) & (kps[:, 1] <= height + margin)).all()
+        if not (inside_box and kps_near):
+            raise ApiError(422, "invalid_field", f"faces[{i}] lies outside the {width}×{height} image", "faces")
+        landmarks = np.asarray(f.landmarks, np.float32) if f.landmarks else None
+        out.append(Face(bbox=bbox, score=f.score, kps=kps, landmarks=landmarks))
+    return out
+
+
+@dataclass
+class EnhanceRequest:
+    data: bytes
+    options: EnhanceOptions
+    faces: list[FaceOut] | None = None  # None: detect
+    faces_size: tuple[int, int] | None = None  # (width, height) the supplied faces were computed on
+    backend: str = "auto"
+    format: str = "png"
+    quality: int = 95
+    max_pixels: int = 40_000_000
+    max_output_pixels: int = 160_000_000
+    field: str = "image"
+
+
+@dataclass
+class EnhanceResult:
+    content: bytes
+    media_type: str
+    enhanced: Enhanced
+    analysis: str  # builtin | neural | supplied
+    timings: Timings
+
+
+def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
+    t = Timings()
+    with t.stage("decode"):
+        img = decode_image(req.data, req.field, req.max_pixels)
+    scale = req.options.upscale
+    check_output_size(img.width, img.height, scale, req.max_output_pixels)
+    with t.stage("detect"):
+        if req.faces is not None:
+            if req.faces_size is not None and req.faces_size != (img.width, img.height):
+                raise ApiError(422, "invalid_field", f"faces were found on a {req.faces_size[0]}×{req.faces_size[1]} "
+                               f"image, this one is {img.width}×{img.height}", "faces")
+            faces, analysis = faces_from_json(req.faces, img.width, img.height), "supplied"
+        else:
+            analysis = resolve_backend(hub, "analyze", req.backend)
+            faces = hub.analyser(analysis).get(img.bgr)
+            if not faces:
+                raise NoFaceError(req.field, "; send faces=[] to upscale without restoring")
+    with t.stage("enhance"):
+        result = apply_enhancement(hub, img.bgr, img.alpha, faces, req.options)
+    with t.stage("encode"):
+        content, media_type = encode_image(result.image, req.format, req.quality, result.alpha)
+    return EnhanceResult(content, media_type, result, analysis, t)
