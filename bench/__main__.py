@@ -12,11 +12,17 @@ def main() -> None:
     fs.add_argument("--repeat", type=int, default=5, help="in-process repetitions per stage (median reported)")
     fs.add_argument("--requests", type=int, default=20, help="HTTP requests per case (sequential, then 4 at once)")
     fs.add_argument("--workers", type=int, default=2, help="uvicorn workers of the benchmarked server")
+    en = sub.add_parser("enhance", help="latency per restorer and upscale factor, peak memory of a 4K upscale")
+    en.add_argument("--repeat", type=int, default=3, help="repetitions per case (median reported)")
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
 
         faceswap.main(args)
+    elif args.name == "enhance":
+        from bench import enhance
+
+        enhance.main(args)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def paste_restored(img: np.ndarray, crop: np.ndarray, m: np.ndarray, blend: floa
     x0, y0, x1, y1 = win
     m_win = np.array(m, np.float64)
     m_win[:, 2] += m_win[:, :2] @ np.array([x0, y0], np.float64)
-    out[y0:y1, x0:x1] = align.paste_back(img[y0:y1, x0:x1], crop, m_win, mask=alpha)
+    out[y0:y1, x0:x1] = align.paste_back(img[y0:y1, x0:x1], crop, m_win, mask=alpha, fast=True)
     return out
 
 
