@@ -59,6 +59,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str], path: str, rng: str | None, cut=False) -> None:
         fs: FileServer = self.server.fs  # type: ignore[attr-defined]
+        payload = body[: len(body) // 2] if cut else body
+        # Recorded before anything is sent: a client that gives up after the status line (an error answer) must
+        # not be able to reach the next URL before this request is on the list.
+        fs.hits.append(Hit(path, rng, status, len(payload)))
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         for k, v in headers.items():
@@ -66,8 +70,6 @@ class _Handler(BaseHTTPRequestHandler):
         if cut:
             self.send_header("Connection", "close")
         self.end_headers()
-        payload = body[: len(body) // 2] if cut else body
-        fs.hits.append(Hit(path, rng, status, len(payload)))  # before the body: the client may finish first
         self.wfile.write(payload)
         self.wfile.flush()
         if cut:
