@@ -113,4 +113,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
         429: "Too many requests",
         503: "Busy (Retry-After), still loading, or the backend's weights are not downloaded",
     }
-    return {s: {"model": ErrorResponse, "description": text.get(s, "Error")} for s in statuses}
+    examples = {
+        400: ("bad_request", "the request cannot be served", None),
+        404: ("not_found", "not found", None),
+        413: ("too_large", "target_image is 8000×6000 = 48000000 pixels, over the limit of 40000000", "target_image"),
+        415: ("unsupported_media_type", "source_image is not a supported image (JPEG, PNG, WebP, BMP, TIFF, GIF)",
+              "source_image"),
+        422: ("no_face", "no face was found in source_image", "source_image"),
+        429: ("too_many_requests", "too many requests", None),
+        503: ("busy", "all 2 inference slots are busy and 16 requests already wait", None),
+    }
+    out: dict[int | str, dict] = {}
+    for status in statuses:
+        code, message, field = examples.get(status, ("error", "error", None))
+        out[status] = {
+            "model": ErrorResponse,
+            "description": text.get(status, "Error"),
+            "content": {"application/json": {"example": {"error": {"code": code, "message": message,
+                                                                   "field": field}}}},
+        }
+    return out

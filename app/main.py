@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.config import Settings, get_settings
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.inference import InferencePool
 from app.observability import RequestIdMiddleware, setup_logging
@@ -20,7 +21,8 @@ from app.uploads import BodyLimitMiddleware
 from models.hub import ModelHub
 
 DESCRIPTION = """
-Self-hosted face studio: face swap, face analysis (more jobs follow).
+Self-hosted face studio: face swap, face restoration and upscaling, face analysis (lip sync and gender swap
+follow).
 
 Every image endpoint takes multipart uploads and answers with the image, or with JSON errors of the form
 `{"error": {"code", "message", "field"}}`. Responses name the backend that produced them in `X-Face-Backend`:
@@ -63,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.getLogger("app").info("worker started", extra={"jobs": settings.enabled_jobs})
         yield
 
-    app = FastAPI(title="Face studio", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Face studio", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    install_docs(app)
     install_error_handlers(app)
     # Whole-body cap: two files at the per-file limit plus form fields.
     app.add_middleware(BodyLimitMiddleware, max_body=2 * settings.max_upload_bytes + 1024 * 1024)
