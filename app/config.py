@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     )
     swap_url_concurrency: int = Field(4, ge=1, le=64, description="Targets of one /swap_url request processed at once.")
 
+    max_source_images: int = Field(
+        8, ge=1, le=64, description="Most source images one swap request may send (422 above)."
+    )
+    max_faces: int = Field(64, ge=1, le=1000, description="Most faces one /enhance request may supply in `faces`.")
     max_output_pixels: int = Field(
         160_000_000, ge=1, description="Largest image an upscale may produce, width × height (413 above)."
     )

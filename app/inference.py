@@ -33,8 +33,10 @@ class InferencePool:
     def waiting(self) -> int:
         return self.inflight - self.running
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        if self.inflight >= self.threads + self.max_queue:
+    async def run(self, fn: Callable[..., T], *args: object, admit: bool = True) -> T:
+        """Run ``fn(*args)`` in a worker thread. ``admit=False`` skips the queue bound: for follow-up work of a
+        request that was already admitted (a /swap_url's targets), which waits for a slot instead."""
+        if admit and self.inflight >= self.threads + self.max_queue:
             raise ServiceUnavailableError(
                 "busy", f"all {self.threads} inference slots are busy and {self.max_queue} requests already wait",
                 retry_after=self.retry_after,

@@ -54,6 +54,7 @@ class JobReadiness(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     loading: bool
+    pid: int = Field(..., description="The worker process that answered (each worker loads its own models)")
     jobs: dict[str, JobReadiness]
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_NAME_BYTES = 1024
+MAX_COMPONENT_BYTES = 255
 # the longest stem (in UTF-8 bytes) kept in a result's file name, so suffix + extension still fit in 255 bytes
 MAX_RESULT_STEM_BYTES = 160
 # how many fresh suffixes write_result tries when a name is already taken
@@ -81,7 +82,8 @@ def safe_name(name: str, field: str) -> str:
     Accepted: ``a/b/c.jpg``-style relative names; ``./`` components and repeated slashes are dropped.
     Rejected with :class:`UnsafePath` (naming ``field``): empty names, ``..`` components, absolute paths,
     URL schemes and Windows drive letters (anything starting ``letters:``), ``://`` anywhere, backslashes,
-    NUL and other control characters, a leading ``~``, names over 1024 UTF-8 bytes, and names that end
+    NUL and other control characters, a leading ``~``, names over 1024 UTF-8 bytes or with a component over
+    255 (what file systems allow), and names that end
     in ``/`` (or ``/.``), i.e. name a directory.
     """
     if not isinstance(name, str) or name == "":
@@ -110,6 +112,8 @@ def safe_name(name: str, field: str) -> str:
     kept = [p for p in parts if p not in ("", ".")]
     if not kept:
         raise UnsafePath(field, "the name is empty")
+    if any(len(p.encode("utf-8")) > MAX_COMPONENT_BYTES for p in kept):
+        raise UnsafePath(field, f"a path component is longer than {MAX_COMPONENT_BYTES} bytes")
     return "/".join(kept)
 
 

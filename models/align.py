@@ -119,23 +119,25 @@ def invert(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
 
 
-def _paste_roi(shape: tuple[int, ...], crop_hw: tuple[int, int], im: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Image window (x0, y0, x1, y1) that holds everything the paste-back can touch, or None when empty.
+def paste_window(shape: tuple[int, ...], crop_hw: tuple[int, int], m: np.ndarray, extra: int = 4,
+                 x_align: int = 1) -> tuple[int, int, int, int] | None:
+    """Image window (x0, y0, x1, y1) holding everything a paste-back of a ``crop_hw`` crop made with the
+    image→crop matrix ``m`` can touch, or None when it is off the image.
 
     The window is the projected crop's bounding box plus a zero margin wider than the erosion half-width
-    and the blur radius, so working inside it gives exactly the result of working on the whole image.
+    and the blur radius (+ ``extra``), so working inside it gives the result of working on the whole image.
+    ``x_align`` rounds x0 down to a multiple: 64 keeps OpenCV's vectorised column blocks where the whole-frame
+    filters have them, so the blur's float rounding matches the whole-frame result bit for bit.
     """
     h, w = shape[:2]
     ch, cw = crop_hw
     corners = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], dtype=np.float64)
-    proj = corners @ im[:, :2].T + im[:, 2]
+    proj = transform_points(corners, invert(m))
     bx0, by0 = proj.min(axis=0)
     bx1, by1 = proj.max(axis=0)
     size = int(math.sqrt(max(bx1 - bx0, 1.0) * max(by1 - by0, 1.0)))
-    margin = max(size // 10, 10) + 2 * max(size // 20, 5) + 4
-    # x0 on a multiple of 64 keeps OpenCV's vectorised column blocks where the whole-frame filters have
-    # them, so the blur's float rounding matches the whole-frame result bit for bit.
-    x0 = max((int(math.floor(bx0)) - margin) // 64 * 64, 0)
+    margin = max(size // 10, 10) + 2 * max(size // 20, 5) + extra
+    x0 = max((int(math.floor(bx0)) - margin) // x_align * x_align, 0)
     y0 = max(int(math.floor(by0)) - margin, 0)
     x1 = min(int(math.ceil(bx1)) + margin + 1, w)
     y1 = min(int(math.ceil(by1)) + margin + 1, h)
@@ -179,7 +181,7 @@ def paste_back(img: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarra
     out = img.copy()
     ch, cw = crop.shape[:2]
     im = invert(m)
-    roi = _paste_roi(img.shape, (ch, cw), im)
+    roi = paste_window(img.shape, (ch, cw), m, extra=4, x_align=64)
     if roi is None:
         return out
     x0, y0, x1, y1 = roi

@@ -20,6 +20,7 @@ from models.landmarks import kps_from_68
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+RETRY_SIDE = 512  # longest side of the padded retry for tight crops
 
 
 def models_dir() -> str:
@@ -112,15 +113,22 @@ class DlibAnalyser:
         if found:
             return found
         h, w = rgb.shape[:2]
-        pad = max(h, w) // 2
-        padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        # The retry works on a copy at most RETRY_SIDE px long, so its cost is bounded whatever the input
+        # (a 40000×1000 picture would otherwise be padded to gigabytes).
+        small = rgb
+        if max(h, w) > RETRY_SIDE:
+            f = RETRY_SIDE / max(h, w)
+            small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        sx, sy = w / small.shape[1], h / small.shape[0]
+        pad = max(small.shape[:2]) // 2
+        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         # Make sure the padded image is large enough for HOG's 80 px window after the usual upsampling.
         up = max(1.0, 320.0 / max(padded.shape[:2]))
         if up > 1.0:
             padded = cv2.resize(padded, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
         out = []
         for box, score in self._detect(padded):
-            box = box / up - pad
+            box = (box / up - pad) * np.array([sx, sy, sx, sy], np.float32)
             box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
             box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
             if box[2] - box[0] >= 4 and box[3] - box[1] >= 4:
@@ -128,12 +136,15 @@ class DlibAnalyser:
         return out
 
     # -- landmarks / descriptor ------------------------------------------------------------------
-    def _shape(self, rgb: np.ndarray, box: np.ndarray):
+    @staticmethod
+    def _rect(box: np.ndarray):
         import dlib
 
         x1, y1, x2, y2 = (round(float(v)) for v in box)
-        rect = dlib.rectangle(int(x1), int(y1), int(max(x2 - 1, x1)), int(max(y2 - 1, y1)))
-        return self._predictor(rgb, rect)
+        return dlib.rectangle(int(x1), int(y1), int(max(x2 - 1, x1)), int(max(y2 - 1, y1)))
+
+    def _shape(self, rgb: np.ndarray, box: np.ndarray):
+        return self._predictor(rgb, self._rect(box))
 
     @staticmethod
     def _shape_to_array(shape) -> np.ndarray:
@@ -143,10 +154,8 @@ class DlibAnalyser:
     def _shape_from_face(face: Face):
         import dlib
 
-        x1, y1, x2, y2 = (round(float(v)) for v in face.bbox)
-        rect = dlib.rectangle(int(x1), int(y1), int(max(x2 - 1, x1)), int(max(y2 - 1, y1)))
         points = dlib.points([dlib.point(round(float(x)), round(float(y))) for x, y in face.landmarks])
-        return dlib.full_object_detection(rect, points)
+        return dlib.full_object_detection(DlibAnalyser._rect(face.bbox), points)
 
     def _descriptor(self, rgb: np.ndarray, shape) -> np.ndarray:
         vec = self._encoder.compute_face_descriptor(rgb, shape, 0, 0.25)

@@ -13,7 +13,6 @@ crop space, so a mask made with ``align_face`` fits any of them.
 
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 from typing import Literal
@@ -46,24 +45,6 @@ def _fit_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.clip(mask, 0.0, 1.0)
 
 
-def paste_window(shape: tuple[int, ...], crop_hw: tuple[int, int], m: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Image window (x0, y0, x1, y1) holding everything a paste of a ``crop_hw`` crop can touch: the
-    projected crop plus a margin wider than paste_back's erosion and blur; None when off the image."""
-    h, w = shape[:2]
-    ch, cw = crop_hw
-    corners = np.array([[0, 0], [cw, 0], [0, ch], [cw, ch]], np.float64)
-    proj = align.transform_points(corners, align.invert(m))
-    bx0, by0 = proj.min(axis=0)
-    bx1, by1 = proj.max(axis=0)
-    size = int(math.sqrt(max(bx1 - bx0, 1.0) * max(by1 - by0, 1.0)))
-    margin = max(size // 10, 10) + 2 * max(size // 20, 5) + 8
-    x0, y0 = max(int(math.floor(bx0)) - margin, 0), max(int(math.floor(by0)) - margin, 0)
-    x1, y1 = min(int(math.ceil(bx1)) + margin + 1, w), min(int(math.ceil(by1)) + margin + 1, h)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1, y1
-
-
 def paste_restored(img: np.ndarray, crop: np.ndarray, m: np.ndarray, blend: float = 0.8,
                    mask: np.ndarray | None = None, inplace: bool = False) -> np.ndarray:
     """``img`` with the restored ``crop`` (made with image→crop matrix ``m``) pasted back; a copy unless
@@ -81,7 +62,7 @@ def paste_restored(img: np.ndarray, crop: np.ndarray, m: np.ndarray, blend: floa
         return out
     hw = crop.shape[:2]
     alpha = np.full(hw, blend, np.float32) if mask is None else _fit_mask(mask, hw) * blend
-    win = paste_window(img.shape, hw, m)
+    win = align.paste_window(img.shape, hw, m, extra=8)
     if win is None:
         return out
     x0, y0, x1, y1 = win

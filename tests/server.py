@@ -36,6 +36,7 @@ class Server:
             **env,
         }
         self.log_path = log_path
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180.0, expect_ready: bool = True) -> Server:
@@ -44,14 +45,19 @@ class Server:
             [sys.executable, "-m", "app", "serve"], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
+        settled: set[int] = set()  # worker pids seen ready (each worker loads its own models)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                r = httpx.get(self.url + "/readyz", timeout=2)
-                if r.status_code == 200 or (not expect_ready and not r.json().get("loading")):
-                    return self
-            time.sleep(0.3)
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = httpx.get(self.url + "/readyz", timeout=2)  # a new connection: any worker may answer
+                body = r.json()
+                if r.status_code == 200 or (not expect_ready and not body.get("loading")):
+                    settled.add(body["pid"])
+                    if len(settled) >= self.workers:
+                        return self
+                    continue
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"server not ready in {timeout}s; log: {self.log_path}")
 

@@ -275,19 +275,53 @@ def test_body_over_total_limit_is_refused_before_reading(builtin_server: Server)
 
 
 def test_streamed_body_over_total_limit_is_413(builtin_server: Server) -> None:
-    """No Content-Length (chunked): the stream is cut as soon as it passes the limit."""
-
-    def gen():  # noqa: ANN202
-        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
-        for _ in range(40):
-            yield b"\0" * (512 * 1024)
-
-    with builtin_server.client() as c:
+    """No Content-Length (chunked): the stream is cut with a 413 as soon as it passes the limit."""
+    with socket.create_connection(("127.0.0.1", builtin_server.port), timeout=20) as sock:
+        sock.sendall(b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        sock.sendall(f"{len(head):x}\r\n".encode() + head + b"\r\n")
+        chunk = b"\0" * (512 * 1024)
+        sent = 0
         try:
-            r = c.post("/analyze", content=gen(), headers={"content-type": "multipart/form-data; boundary=b"})
-        except httpx.HTTPError:
-            return  # the server may close the connection while the client is still sending: also a refusal
-    _err(r, 413, None, "too_large")
+            while sent < 40 * len(chunk):  # 20 MiB, well over the 9 MiB body cap of this server
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        raw = b""
+        while b"}}" not in raw:
+            part = sock.recv(65536)
+            if not part:
+                break
+            raw += part
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
+    assert json.loads(body[body.index(b"{"):])["error"]["code"] == "too_large"
+
+
+def test_wide_image_without_faces(builtin_server: Server, hanks_path: Path) -> None:
+    wide = _png_bytes(np.full((500, 5000, 3), 128, np.uint8))  # the padded retry must not blow up
+    with builtin_server.client() as c:
+        r = c.post("/analyze", files={"image": ("wide.png", wide)})
+        assert r.status_code == 200 and r.json()["faces"] == []  # analysis: no face is an answer
+        r = c.post("/faceswap", files={"source_image": ("s", hanks_path.read_bytes()), "target_image": ("t", wide)})
+    _err(r, 422, "target_image", "no_face")  # a swap needs one
+
+
+def test_unknown_analyze_field_and_query_parameter_are_422(builtin_server: Server, hanks_path: Path) -> None:
+    with builtin_server.client() as c:
+        r = c.post("/analyze", files={"image": ("h.png", hanks_path.read_bytes())}, data={"embedding": "true"})
+        _err(r, 422, "embedding", "unknown_field")
+        r = c.post("/analyze?embeddings=true", files={"image": ("h.png", hanks_path.read_bytes())})
+        _err(r, 422, "embeddings", "unknown_field")
+
+
+def test_too_many_source_files_is_422(builtin_server: Server, hanks_path: Path) -> None:
+    files = [("source_image", (f"s{i}.png", hanks_path.read_bytes())) for i in range(9)]
+    with builtin_server.client() as c:
+        r = c.post("/faceswap", files=[*files, ("target_image", ("t.png", hanks_path.read_bytes()))])
+    _err(r, 422, "source_image", "too_many_files")
 
 
 def test_too_many_pixels_is_413(builtin_server: Server, hanks_path: Path) -> None:

@@ -147,12 +147,30 @@ def test_occlusion_mask_on_and_off(enhance_server: Server, t1_bgr: np.ndarray) -
      "faces"),
     ({"faces": json.dumps({"width": 640, "height": 480, "faces": []})}, "faces"),
     ({"sharpen": "yes"}, "sharpen"),
+    ({"faces": json.dumps([{"bbox": [100, 100, 200, 200], "score": 1, "kps": [[150, 150]] * 5}])}, "faces"),
+    ({"faces": json.dumps([{"bbox": [452, 300, 577, 424], "score": 1,
+                            "kps": [[491, 321], [540, 334], [509, 365], [481, 368], [531, 380]]}] * 65)}, "faces"),
 ])
 def test_bad_enhance_input_is_422_naming_the_field(enhance_server: Server, t1_bgr: np.ndarray, fields: dict,
                                                    field: str) -> None:
     r = _enhance(enhance_server, _png(t1_bgr), **fields)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
+
+
+def test_options_in_the_query_string_are_refused_not_ignored(enhance_server: Server, t1_bgr: np.ndarray) -> None:
+    with enhance_server.client() as c:
+        r = c.post("/enhance?upscale=2", files={"image": ("t1.png", _png(t1_bgr))})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "upscale"
+
+
+def test_realesrgan_working_size_counts_against_the_output_limit(enhance_server: Server) -> None:
+    # 8 MP at upscale 1 is within the 30 MP output limit, but the x2 network would produce 32 MP
+    big = _png(np.full((2000, 4000, 3), 100, np.uint8))
+    r = _enhance(enhance_server, big, faces="[]", background_enhance="true")
+    assert r.status_code == 413 and r.json()["error"]["field"] == "background_enhance"
+    r = _enhance(enhance_server, big, faces="[]")
+    assert r.status_code == 200
 
 
 def test_no_face_is_422_and_output_pixel_limit_is_413(enhance_server: Server) -> None:

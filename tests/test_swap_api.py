@@ -299,6 +299,43 @@ def test_swap_url_refuses_a_symlink_out_of_the_bucket(builtin_server: Server, bu
     assert not list(tmp_path.glob("*-*.png")) and not (tmp_path / "results").exists()  # nothing written outside
 
 
+def test_swap_url_refuses_overlong_name_components(builtin_server: Server, bucket: Path) -> None:
+    with builtin_server.client() as c:
+        r = c.post("/swap_url", json={"face_filename": "faces/" + "x" * 300 + ".png",
+                                      "model_filenames": ["shoots/ross.png"]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsafe_path"
+
+
+def test_swap_url_unavailable_restorer_fails_fast(builtin_server: Server, bucket: Path) -> None:
+    before = _listing(bucket)
+    with builtin_server.client() as c:
+        r = c.post("/swap_url", json={"face_filename": "faces/hanks.png", "model_filenames": ["shoots/ross.png"],
+                                      "options": {"use_codeformer": True}})
+    assert r.status_code == 503 and r.json()["error"]["field"] == "use_codeformer"
+    assert _listing(bucket) == before  # nothing was swapped or written
+
+
+def test_swap_url_targets_wait_for_a_slot_instead_of_failing_busy(tmp_path: Path, t1_bgr: np.ndarray,
+                                                                  hanks_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "face.png").write_bytes(hanks_path.read_bytes())
+    names = []
+    for i in range(3):
+        (bucket / f"t{i}.png").write_bytes(_png(_crop(t1_bgr, FACES[3][0])))
+        names.append(f"t{i}.png")
+    server = Server({"FACEAPI_WEIGHTS_DIR": str(tmp_path / "w"), "FACEAPI_STORAGE_URL": str(bucket),
+                     "FACEAPI_INFERENCE_THREADS": "1", "FACEAPI_MAX_QUEUE": "0",
+                     "FACEAPI_SWAP_URL_CONCURRENCY": "3"}, workers=1, log_path=tmp_path / "log").start()
+    try:
+        with server.client() as c:
+            r = c.post("/swap_url", json={"face_filename": "face.png", "model_filenames": names})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["urls"]) == 3
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("body,field", [
     ({"face_filename": "faces/hanks.png", "model_filenames": []}, "model_filenames"),
     ({"face_filename": "faces/hanks.png", "model_filenames": ["a.png"], "options": {"upscale": 5}}, "options.upscale"),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import error_responses
+from app.routers.forms import reject_unknown_fields
 from app.schemas import AnalyzeResponse, Backend, FaceOut
 from app.services.analyze import analyze
 from app.uploads import read_upload
@@ -38,6 +39,7 @@ def face_out(face: Face, embeddings: bool) -> FaceOut:
     responses=error_responses(413, 415, 422, 503),
 )
 async def analyze_endpoint(
+    request: Request,
     response: Response,
     hub: HubDep,
     pool: PoolDep,
@@ -48,6 +50,7 @@ async def analyze_endpoint(
         Backend | None, Form(description="auto = neural when its weights are loaded; default FACEAPI_DEFAULT_BACKEND")
     ] = None,
 ) -> AnalyzeResponse:
+    await reject_unknown_fields(request, {"image", "embeddings", "backend"}, query=False)
     data = await read_upload(image, "image", settings.max_upload_bytes)
     result = await pool.run(analyze, hub, data, "image", settings.max_image_pixels,
                              backend or settings.default_backend, embeddings)

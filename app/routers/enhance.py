@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, error_responses
-from app.routers.forms import reject_unknown_fields
+from app.routers.forms import reject_unknown_fields, validation_error
 from app.schemas import Backend, FaceOut, ImageFormat
 from app.services.enhance import EnhanceOptions, EnhanceRequest, enhance
 from app.uploads import read_upload
@@ -22,7 +22,7 @@ FIELDS = {"image", "faces", "enhancer", "codeformer_fidelity", "upscale", "backg
 _FACES = TypeAdapter(list[FaceOut])
 
 
-def parse_faces(raw: str) -> tuple[list[FaceOut], tuple[int, int] | None]:
+def parse_faces(raw: str, max_faces: int) -> tuple[list[FaceOut], tuple[int, int] | None]:
     """``faces`` is the JSON /analyze returns (``{"width", "height", "faces": [...]}``) or just its list."""
     try:
         doc = json.loads(raw)
@@ -38,12 +38,13 @@ def parse_faces(raw: str) -> tuple[list[FaceOut], tuple[int, int] | None]:
             except (TypeError, ValueError):
                 raise ApiError(422, "invalid_field", "faces: width and height must be integers", "faces") from None
         doc = doc["faces"]
+    if isinstance(doc, list) and len(doc) > max_faces:
+        raise ApiError(422, "invalid_field", f"faces lists {len(doc)} faces; at most {max_faces} "
+                       "(FACEAPI_MAX_FACES)", "faces")
     try:
         return _FACES.validate_python(doc), size
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ApiError(422, "invalid_field", f"faces[{where}]: {err['msg']}", "faces") from None
+        raise validation_error(exc, "faces") from None
 
 
 @router.post(
@@ -84,20 +85,20 @@ async def enhance_endpoint(
     format: Annotated[ImageFormat | None, Form(description="Output format; default FACEAPI_OUTPUT_FORMAT")] = None,
     backend: Annotated[Backend | None, Form(description="Face detection backend when `faces` is not sent")] = None,
 ) -> Response:
-    await reject_unknown_fields(request, FIELDS)
-    parsed, size = parse_faces(faces) if faces is not None else (None, None)
+    await reject_unknown_fields(request, FIELDS, query=False)
+    parsed, size = parse_faces(faces, settings.max_faces) if faces is not None else (None, None)
     req = EnhanceRequest(
         data=await read_upload(image, "image", settings.max_upload_bytes),
         options=EnhanceOptions(enhancer=enhancer, fidelity=codeformer_fidelity, upscale=upscale,
                                background_enhance=background_enhance, face_upsample=face_upsample,
-                               occlusion_mask=occlusion_mask, blend=blend / 100.0),
+                               occlusion_mask=occlusion_mask, blend=blend / 100.0,
+                               max_output_pixels=settings.max_output_pixels),
         faces=parsed,
         faces_size=size,
         backend=backend or settings.default_backend,
         format=format or settings.output_format,
         quality=settings.jpeg_quality,
         max_pixels=settings.max_image_pixels,
-        max_output_pixels=settings.max_output_pixels,
     )
     result = await pool.run(enhance, hub, req)
     return Response(

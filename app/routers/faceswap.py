@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Response, UploadFile
 
 from app.config import Settings
 from app.deps import HubDep, PoolDep, SettingsDep
-from app.errors import error_responses
+from app.errors import ApiError, error_responses
 from app.inference import InferencePool
 from app.routers.forms import swap_options
 from app.schemas import IMAGE_RESPONSE, SwapOptions
@@ -36,7 +36,11 @@ def swap_context(hub: ModelHub, settings: Settings, options: SwapOptions, source
 
 
 async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,
-                   max_bytes: int) -> Response:
+                   settings: Settings) -> Response:
+    if len(sources) > settings.max_source_images:
+        raise ApiError(422, "too_many_files", f"{len(sources)} {ctx.source_field} files sent; at most "
+                       f"{settings.max_source_images} (FACEAPI_MAX_SOURCE_IMAGES)", ctx.source_field)
+    max_bytes = settings.max_upload_bytes
     source_datas = [await read_upload(f, ctx.source_field, max_bytes) for f in sources]
     target_data = await read_upload(target, ctx.target_field, max_bytes)
     result: SwapResult = await pool.run(swap, ctx, source_datas, target_data)
@@ -68,7 +72,7 @@ async def faceswap_endpoint(
     options: Annotated[SwapOptions, Depends(swap_options(("source_image", "target_image")))],
 ) -> Response:
     ctx = swap_context(hub, settings, options, "source_image", "target_image")
-    return await run_swap(pool, ctx, source_image, target_image, settings.max_upload_bytes)
+    return await run_swap(pool, ctx, source_image, target_image, settings)
 
 
 @router.post(
@@ -86,4 +90,4 @@ async def swap_img_endpoint(
     options: Annotated[SwapOptions, Depends(swap_options(("face", "model")))],
 ) -> Response:
     ctx = swap_context(hub, settings, options, "face", "model")
-    return await run_swap(pool, ctx, face, model, settings.max_upload_bytes)
+    return await run_swap(pool, ctx, face, model, settings)

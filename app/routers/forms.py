@@ -18,13 +18,28 @@ def _describe(name: str) -> str:
     return SwapOptions.model_fields[name].description or ""
 
 
-async def reject_unknown_fields(request: Request, allowed: set[str]) -> None:
-    """422 naming the first form field or query parameter the endpoint does not know, so a typo never silently
-    falls back to a default."""
+async def reject_unknown_fields(request: Request, allowed: set[str], query: bool = True) -> None:
+    """422 naming the first form field (or query parameter) the endpoint does not know, so a typo never silently
+    falls back to a default. ``query=False``: the endpoint reads form fields only, so any query parameter is
+    refused rather than ignored."""
     form = await request.form()
-    for key in (*form.keys(), *request.query_params.keys()):
+    for key in form.keys():
         if key not in allowed:
             raise ApiError(422, "unknown_field", f"unknown field {key!r}; known: {', '.join(sorted(allowed))}", key)
+    for key in request.query_params.keys():
+        if not query or key not in allowed:
+            where = "a form field" if key in allowed else "an unknown field"
+            raise ApiError(422, "unknown_field", f"query parameter {key!r} is {where}; send options as form fields",
+                           key)
+
+
+def validation_error(exc: ValidationError, prefix: str | None = None) -> ApiError:
+    """The first error of a pydantic validation as a 422 naming its field (``prefix`` for nested documents)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    if prefix is not None:
+        return ApiError(422, "invalid_field", f"{prefix}[{where}]: {err['msg']}", prefix)
+    return ApiError(422, "invalid_field", f"{where}: {err['msg']}", where or None)
 
 
 def swap_options(file_fields: tuple[str, ...]) -> Callable[..., Awaitable[SwapOptions]]:
@@ -57,8 +72,6 @@ def swap_options(file_fields: tuple[str, ...]) -> Callable[..., Awaitable[SwapOp
         try:
             return SwapOptions.model_validate(given)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"]) or None
-            raise ApiError(422, "invalid_field", f"{name}: {err['msg']}", name) from None
+            raise validation_error(exc) from None
 
     return dependency

@@ -29,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
     hub = request.app.state.hub
     jobs = hub.job_status()
     ready = hub.ready and all(j["ready"] for j in jobs.values())
-    body = ReadyResponse(ready=ready, loading=hub.loading, jobs=jobs)
+    body = ReadyResponse(ready=ready, loading=hub.loading, pid=os.getpid(), jobs=jobs)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503,
                         headers=None if ready else {"Retry-After": "5"})
 

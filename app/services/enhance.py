@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -11,6 +12,7 @@ from app.errors import ApiError, NoFaceError
 from app.media import decode_image, encode_image
 from app.schemas import FaceOut
 from app.services.common import Timings, resolve_backend
+from models import align
 from models.enhance_pipeline import enhance_image
 from models.face import Face
 from models.hub import BackendUnavailable, ModelHub
@@ -27,6 +29,7 @@ class EnhanceOptions:
     occlusion_mask: bool = False
     blend: float = 0.8
     enhancer_field: str = "enhancer"
+    max_output_pixels: int = 160_000_000
 
 
 @dataclass
@@ -38,16 +41,32 @@ class Enhanced:
     faces: int
 
 
+def resolve_models(hub: ModelHub, opts: EnhanceOptions) -> tuple[str, Any, Any | None]:
+    """(restorer name, restorer, occlusion masker or None); 503 naming the option when a model is missing.
+    Called before any work, so a request that cannot be served fails fast."""
+    try:
+        name, restorer = hub.restorer(opts.enhancer)
+    except BackendUnavailable as exc:
+        raise ApiError(503, "backend_unavailable", str(exc), opts.enhancer_field) from None
+    try:
+        occlusion = hub.require_occlusion() if opts.occlusion_mask else None
+    except BackendUnavailable as exc:
+        raise ApiError(503, "backend_unavailable", str(exc), "occlusion_mask") from None
+    return name, restorer, occlusion
+
+
 def apply_enhancement(hub: ModelHub, img: np.ndarray, alpha: np.ndarray | None, faces: list[Face],
                       opts: EnhanceOptions) -> Enhanced:
     """Restore ``faces`` and upscale ``img``; the alpha channel, when there is one, is resized to match."""
-    try:
-        name, restorer = hub.restorer(opts.enhancer)
-        occlusion = hub.require_occlusion() if opts.occlusion_mask else None
-    except BackendUnavailable as exc:
-        field = "occlusion_mask" if "XSeg" in str(exc) else opts.enhancer_field
-        raise ApiError(503, "backend_unavailable", str(exc), field) from None
+    name, restorer, occlusion = resolve_models(hub, opts)
+    h, w = img.shape[:2]
+    check_output_size(w, h, opts.upscale, opts.max_output_pixels)
     model_up = hub.upscaler(opts.upscale) if (opts.background_enhance or opts.face_upsample) else None
+    if opts.background_enhance and model_up is not None and w * h * model_up.scale**2 > opts.max_output_pixels:
+        # the network works at its own scale before the result is resized to the requested one
+        raise ApiError(413, "too_large", f"background_enhance runs Real-ESRGAN x{model_up.scale}: a {w}×{h} image "
+                       f"would pass through {w * h * model_up.scale**2} pixels, over the output limit of "
+                       f"{opts.max_output_pixels}", "background_enhance")
     out = enhance_image(
         img, faces, restorer, model_up, scale=opts.upscale, background_enhance=opts.background_enhance,
         face_upsample=opts.face_upsample, occlusion=occlusion, parser=hub.parser if opts.occlusion_mask else None,
@@ -83,7 +102,12 @@ def faces_from_json(faces: list[FaceOut], width: int, height: int) -> list[Face]
                     & (kps[:, 1] >= -margin) & (kps[:, 1] <= height + margin)).all()
         if not (inside_box and kps_near):
             raise ApiError(422, "invalid_field", f"faces[{i}] lies outside the {width}×{height} image", "faces")
+        spread = float(np.linalg.norm(kps - kps.mean(axis=0), axis=1).max())
+        if spread < 2.0 or not np.isfinite(align.estimate_norm(kps, 512, "ffhq")).all():
+            raise ApiError(422, "invalid_field", f"faces[{i}]: the 5 kps do not span a face (they coincide)", "faces")
         landmarks = np.asarray(f.landmarks, np.float32) if f.landmarks else None
+        if landmarks is not None and landmarks.shape != (68, 2):
+            raise ApiError(422, "invalid_field", f"faces[{i}]: landmarks must be 68 [x, y] pairs", "faces")
         out.append(Face(bbox=bbox, score=f.score, kps=kps, landmarks=landmarks))
     return out
 
@@ -98,7 +122,6 @@ class EnhanceRequest:
     format: str = "png"
     quality: int = 95
     max_pixels: int = 40_000_000
-    max_output_pixels: int = 160_000_000
     field: str = "image"
 
 
@@ -115,8 +138,8 @@ def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
     t = Timings()
     with t.stage("decode"):
         img = decode_image(req.data, req.field, req.max_pixels)
-    scale = req.options.upscale
-    check_output_size(img.width, img.height, scale, req.max_output_pixels)
+    resolve_models(hub, req.options)
+    check_output_size(img.width, img.height, req.options.upscale, req.options.max_output_pixels)
     with t.stage("detect"):
         if req.faces is not None:
             if req.faces_size is not None and req.faces_size != (img.width, img.height):

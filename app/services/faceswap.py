@@ -10,7 +10,7 @@ from app.errors import NoFaceError
 from app.media import DecodedImage, decode_image, encode_image
 from app.schemas import SwapOptions
 from app.services.common import Timings, resolve_backend
-from app.services.enhance import EnhanceOptions, apply_enhancement, check_output_size
+from app.services.enhance import EnhanceOptions, apply_enhancement, check_output_size, resolve_models
 from models.face import Face, best_face
 from models.hub import ModelHub
 from models.pairing import match_by_iou, pair_faces
@@ -61,31 +61,40 @@ def load_sources(ctx: SwapContext, backend: str, datas: list[bytes], timings: Ti
     """
     analyser = ctx.hub.analyser(backend)
     need_embeddings = ctx.options.mode == "similarity" or ctx.hub.swapper(backend).needs_source_embedding
-    decoded: list[DecodedImage] = []
-    with timings.stage("decode"):
-        for data in datas:
-            decoded.append(decode_image(data, ctx.source_field, ctx.max_pixels))
-    with timings.stage("detect"):
-        if len(decoded) == 1:
-            faces = analyser.get(decoded[0].bgr)
+    if len(datas) == 1:
+        with timings.stage("decode"):
+            img = decode_image(datas[0], ctx.source_field, ctx.max_pixels).bgr
+        with timings.stage("detect"):
+            faces = analyser.get(img)
             if not faces:
                 raise NoFaceError(ctx.source_field)
             if ctx.options.mode in ("one_to_one", "one_to_many"):
                 faces = [best_face(faces)]  # type: ignore[list-item]
             if need_embeddings:
                 for f in faces:
-                    analyser.embed(decoded[0].bgr, f)
-            return Sources(backend, faces, [decoded[0].bgr] * len(faces))
-        bests: list[Face] = []
-        for i, img in enumerate(decoded):
-            best = best_face(analyser.get(img.bgr))
+                    analyser.embed(img, f)
+        return Sources(backend, faces, [img] * len(faces))
+    # Several files: one at a time, keeping only each best face (and the first file's pixels).
+    bests: list[Face] = []
+    first: np.ndarray | None = None
+    for i, data in enumerate(datas):
+        with timings.stage("decode"):
+            img = decode_image(data, ctx.source_field, ctx.max_pixels).bgr
+        with timings.stage("detect"):
+            best = best_face(analyser.get(img))
             if best is None:
-                raise NoFaceError(ctx.source_field, f" (file {i + 1} of {len(decoded)})")
-            analyser.embed(img.bgr, best)
-            bests.append(best)
+                raise NoFaceError(ctx.source_field, f" (file {i + 1} of {len(datas)})")
+            analyser.embed(img, best)
+        bests.append(best)
+        first = img if first is None else first
+    assert first is not None
+    if backend == "neural":  # cosine space: the mean direction of the unit identities
         mean = np.mean([f.normed_embedding for f in bests], axis=0)
-        merged = replace(bests[0], embedding=(mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32))
-        return Sources(backend, [merged], [decoded[0].bgr])
+        merged_embedding = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    else:  # dlib descriptors are compared by Euclidean distance: average them as they are
+        merged_embedding = np.mean([np.asarray(f.embedding, np.float32) for f in bests], axis=0)
+    merged = replace(bests[0], embedding=np.asarray(merged_embedding, np.float32))
+    return Sources(backend, [merged], [first])
 
 
 def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage,
@@ -123,8 +132,29 @@ def encode(ctx: SwapContext, img: np.ndarray, alpha: np.ndarray | None, timings:
         return encode_image(img, ctx.format, ctx.quality, alpha)
 
 
+def enhance_options(ctx: SwapContext) -> EnhanceOptions | None:
+    """The restoration the swap options ask for (None: none). Any enhancement option restores the swapped faces;
+    ``use_codeformer`` picks CodeFormer, else GFPGAN when loaded, else the built-in restorer."""
+    opts = ctx.options
+    if not opts.enhances:
+        return None
+    return EnhanceOptions(
+        enhancer="codeformer" if opts.use_codeformer else "auto", fidelity=opts.codeformer_fidelity,
+        upscale=opts.upscale, background_enhance=opts.background_enhance, face_upsample=opts.face_upsample,
+        enhancer_field="use_codeformer", max_output_pixels=ctx.max_output_pixels,
+    )
+
+
+def check_enhancement(ctx: SwapContext) -> None:
+    """Fail before any swap when the requested restoration cannot run (e.g. CodeFormer not downloaded)."""
+    enhance = enhance_options(ctx)
+    if enhance is not None:
+        resolve_models(ctx.hub, enhance)
+
+
 def swap(ctx: SwapContext, source_datas: list[bytes], target_data: bytes) -> SwapResult:
     """/faceswap and /swap_img: everything for one target, in one worker thread."""
+    check_enhancement(ctx)
     backend = ctx.backend
     timings = Timings()
     sources = load_sources(ctx, backend, source_datas, timings)
@@ -137,17 +167,14 @@ def swap_target(ctx: SwapContext, sources: Sources, target_data: bytes, timings:
     with timings.stage("decode"):
         target = decode_image(target_data, ctx.target_field, ctx.max_pixels)
     opts = ctx.options
-    if opts.enhances:
+    enhance = enhance_options(ctx)
+    if enhance is not None:
         check_output_size(target.width, target.height, opts.upscale, ctx.max_output_pixels)
     out, placed = swap_faces(ctx, sources, target, timings)
     alpha, enhancer = target.alpha, None
-    if opts.enhances:
+    if enhance is not None:
         with timings.stage("enhance"):
-            enhanced = apply_enhancement(ctx.hub, out, alpha, placed, EnhanceOptions(
-                enhancer="codeformer" if opts.use_codeformer else "auto", fidelity=opts.codeformer_fidelity,
-                upscale=opts.upscale, background_enhance=opts.background_enhance, face_upsample=opts.face_upsample,
-                enhancer_field="use_codeformer",
-            ))
+            enhanced = apply_enhancement(ctx.hub, out, alpha, placed, enhance)
         out, alpha, enhancer = enhanced.image, enhanced.alpha, enhanced.restorer
     content, media_type = encode(ctx, out, alpha, timings)
     return SwapResult(content, media_type, sources.backend, len(placed), timings, enhancer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -10,8 +11,10 @@ import anyio.to_thread
 from app.errors import ApiError, TooLargeError
 from app.inference import InferencePool
 from app.services.common import Timings
-from app.services.faceswap import Sources, SwapContext, load_sources, swap_target
+from app.services.faceswap import Sources, SwapContext, check_enhancement, load_sources, swap_target
 from app.storage import Bucket, StorageNotFound, StorageTooLarge, StorageUnavailable, UnsafePath, safe_name
+
+log = logging.getLogger("app.swap_url")
 
 
 @dataclass
@@ -37,6 +40,7 @@ def check_names(face_filename: str, model_filenames: list[str]) -> None:
 async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_filename: str,
                    model_filenames: list[str], max_bytes: int, concurrency: int) -> SwapUrlOutcome:
     check_names(face_filename, model_filenames)
+    check_enhancement(ctx)
     try:
         source = await anyio.to_thread.run_sync(lambda: bucket.read(face_filename, max_bytes, "face_filename"))
     except StorageNotFound:
@@ -65,7 +69,8 @@ async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_f
             try:
                 data = await anyio.to_thread.run_sync(lambda: bucket.read(name, max_bytes, field_name))
                 target_ctx = replace(ctx, target_field=field_name)
-                result = await pool.run(swap_target, target_ctx, sources, data)
+                # The request was admitted once (its source analysis); its targets wait for a slot, never "busy".
+                result = await pool.run(swap_target, target_ctx, sources, data, admit=False)
                 written = await anyio.to_thread.run_sync(
                     lambda: bucket.write_result(name, result.content, ext, field_name)
                 )
@@ -80,6 +85,9 @@ async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_f
                 errors[i] = f"storage unavailable: {exc.message}"
             except UnsafePath as exc:
                 errors[i] = f"{field_name}: {exc.reason}"
+            except Exception:  # noqa: BLE001 - one broken target must not sink the others (or their results)
+                log.exception("swap_url target failed", extra={"target": name})
+                errors[i] = f"{field_name}: internal error while processing this file (logged)"
 
     async with anyio.create_task_group() as tg:
         for i, name in enumerate(model_filenames):
