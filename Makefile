@@ -32,6 +32,7 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench faceswap
+	$(PY) -m bench enhance
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
