@@ -8,7 +8,6 @@ the feathered mask of ``models.align.paste_back``.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import cv2
@@ -18,7 +17,7 @@ from onnx import numpy_helper
 
 from models import align
 from models.face import Face
-from models.providers import make_session
+from models.onnx_model import OnnxModel
 
 
 def read_emap(model_path: str | Path) -> np.ndarray:
@@ -32,35 +31,24 @@ def read_emap(model_path: str | Path) -> np.ndarray:
     return emap
 
 
-class InSwapper:
+class InSwapper(OnnxModel):
     name = "neural"
     needs_source_embedding = True
 
     def __init__(self, model_path: Path, providers: list[str]) -> None:
-        self.model_path = Path(model_path)
-        self.providers = list(providers)
-        self.session = None
+        super().__init__(model_path, providers)
         self.emap: np.ndarray | None = None
         self.crop_size = 128
         self.input_names: tuple[str, str] = ("target", "source")
-        self.output_name = ""
-        self._lock = threading.Lock()
 
-    def prepare(self) -> None:
-        with self._lock:
-            if self.session is not None:
-                return
-            emap = read_emap(self.model_path)
-            session = make_session(self.model_path, self.providers)
-            inputs = session.get_inputs()
-            if len(inputs) != 2 or len(session.get_outputs()) != 1:
-                raise ValueError(f"{self.model_path}: expected 2 inputs and 1 output")
-            size = inputs[0].shape[2]
-            self.crop_size = int(size) if isinstance(size, int) else 128
-            self.input_names = (inputs[0].name, inputs[1].name)
-            self.output_name = session.get_outputs()[0].name
-            self.emap = emap
-            self.session = session
+    def _setup(self, session) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
+        inputs = session.get_inputs()
+        if len(inputs) != 2 or len(session.get_outputs()) != 1:
+            raise ValueError(f"{self.model_path}: expected 2 inputs and 1 output")
+        size = inputs[0].shape[2]
+        self.crop_size = int(size) if isinstance(size, int) else 128
+        self.input_names = (inputs[0].name, inputs[1].name)
+        self.emap = read_emap(self.model_path)
 
     def latent(self, source: Face) -> np.ndarray:
         """(1, 512) float32 latent of a source face: unit embedding @ emap, normalised to unit length."""
@@ -80,7 +68,7 @@ class InSwapper:
         crop, m = align.norm_crop(img, target.kps, self.crop_size)
         blob = cv2.dnn.blobFromImage(crop, 1.0 / 255.0, (self.crop_size, self.crop_size), (0.0, 0.0, 0.0),
                                      swapRB=True)
-        pred = self.session.run([self.output_name], {self.input_names[0]: blob, self.input_names[1]: latent})[0]
+        pred = self.run({self.input_names[0]: blob, self.input_names[1]: latent})
         rgb = pred.transpose((0, 2, 3, 1))[0]
         bgr = np.ascontiguousarray(np.clip(255 * rgb, 0, 255).astype(np.uint8)[:, :, ::-1])
         return bgr, m

@@ -12,14 +12,12 @@ it and never bleeds out; a hole (an occluder) grows by up to 4σ: both err towar
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from models.providers import make_session
+from models.onnx_model import OnnxModel
 
 # BiSeNet classes (face-parsing.PyTorch / CelebAMask-HQ order).
 PARSER_CLASSES = {
@@ -72,36 +70,13 @@ def feather(prob: np.ndarray, sigma: float | None = None) -> np.ndarray:
     return ((np.clip(prob, 0.5, 1.0) - 0.5) * 2.0).astype(np.float32)
 
 
-class _MaskModel:
-    """Lazy ONNX session shared by the two mask networks."""
+class _MaskModel(OnnxModel):
+    """What the two mask networks share: one image input, one output."""
 
     name = "mask"
 
-    def __init__(self, model_path: Path, providers: list[str]) -> None:
-        self.model_path = Path(model_path)
-        self.providers = list(providers)
-        self.session = None
-        self.input_name = ""
-        self.output_name = ""
-        self._lock = threading.Lock()
-
-    def prepare(self) -> None:
-        with self._lock:
-            if self.session is not None:
-                return
-            session = make_session(self.model_path, self.providers)
-            self._check(session)
-            self.input_name = session.get_inputs()[0].name
-            self.output_name = session.get_outputs()[0].name
-            self.session = session
-
-    def _check(self, session) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
-        pass
-
     def inference(self, blob: np.ndarray) -> np.ndarray:
-        if self.session is None:
-            self.prepare()
-        return self.session.run([self.output_name], {self.input_name: blob})[0]
+        return self.run({self.input_name: blob})
 
 
 class OcclusionMasker(_MaskModel):
@@ -116,7 +91,7 @@ class OcclusionMasker(_MaskModel):
     name = "xseg"
     size = 256
 
-    def _check(self, session) -> None:  # noqa: ANN001
+    def _setup(self, session) -> None:  # noqa: ANN001
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or shape[3] != 3:
             raise ValueError(f"{self.model_path}: expected an NHWC input [1,H,W,3], got {shape}")
@@ -152,7 +127,7 @@ class FaceParser(_MaskModel):
     name = "bisenet"
     size = 512
 
-    def _check(self, session) -> None:  # noqa: ANN001
+    def _setup(self, session) -> None:  # noqa: ANN001
         shape = session.get_inputs()[0].shape
         if len(shape) != 4 or shape[1] != 3:
             raise ValueError(f"{self.model_path}: expected an NCHW input [1,3,H,W], got {shape}")

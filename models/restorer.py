@@ -13,7 +13,6 @@ crop space, so a mask made with ``align_face`` fits any of them.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from models import align
 from models.face import Face
-from models.providers import make_session
+from models.onnx_model import OnnxModel
 
 CROP_SIZE = 512
 TEMPLATE = "ffhq"
@@ -72,43 +71,33 @@ def paste_restored(img: np.ndarray, crop: np.ndarray, m: np.ndarray, blend: floa
     return out
 
 
-class FaceRestorer:
+class FaceRestorer(OnnxModel):
     """GFPGAN 1.4 (``kind="gfpgan"``) or CodeFormer (``kind="codeformer"``) on ONNX Runtime."""
 
     def __init__(self, model_path: Path, providers: list[str], kind: Kind = "gfpgan") -> None:
         if kind not in ("gfpgan", "codeformer"):
             raise ValueError(f"unknown restorer kind {kind!r}")
-        self.model_path = Path(model_path)
-        self.providers = list(providers)
+        super().__init__(model_path, providers)
         self.kind: Kind = kind
         self.name = kind
         self.size = CROP_SIZE
-        self.session = None
         self.input_name = "input"
         self.weight_name: str | None = None
-        self.output_name = ""
-        self._lock = threading.Lock()
 
-    def prepare(self) -> None:
-        with self._lock:
-            if self.session is not None:
-                return
-            session = make_session(self.model_path, self.providers)
-            inputs = session.get_inputs()
-            images = [i for i in inputs if len(i.shape) == 4]
-            weights = [i for i in inputs if i.type == "tensor(double)"]
-            if len(images) != 1:
-                raise ValueError(f"{self.model_path}: expected one [1,3,H,W] image input, got {len(images)}")
-            if self.kind == "codeformer" and len(weights) != 1:
-                raise ValueError(f"{self.model_path}: CodeFormer needs a float64 `weight` input")
-            if self.kind == "gfpgan" and len(inputs) != 1:
-                raise ValueError(f"{self.model_path}: GFPGAN takes one input, this model has {len(inputs)}")
-            size = images[0].shape[2]
-            self.size = int(size) if isinstance(size, int) else CROP_SIZE
-            self.input_name = images[0].name
-            self.weight_name = weights[0].name if weights else None
-            self.output_name = session.get_outputs()[0].name
-            self.session = session
+    def _setup(self, session) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
+        inputs = session.get_inputs()
+        images = [i for i in inputs if len(i.shape) == 4]
+        weights = [i for i in inputs if i.type == "tensor(double)"]
+        if len(images) != 1:
+            raise ValueError(f"{self.model_path}: expected one [1,3,H,W] image input, got {len(images)}")
+        if self.kind == "codeformer" and len(weights) != 1:
+            raise ValueError(f"{self.model_path}: CodeFormer needs a float64 `weight` input")
+        if self.kind == "gfpgan" and len(inputs) != 1:
+            raise ValueError(f"{self.model_path}: GFPGAN takes one input, this model has {len(inputs)}")
+        size = images[0].shape[2]
+        self.size = int(size) if isinstance(size, int) else CROP_SIZE
+        self.input_name = images[0].name
+        self.weight_name = weights[0].name if weights else None
 
     # ---- the three steps ---------------------------------------------------------------------------
     def preprocess(self, img: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +116,7 @@ class FaceRestorer:
         feeds = {self.input_name: blob}
         if self.weight_name is not None:
             feeds[self.weight_name] = np.array([float(np.clip(fidelity, 0.0, 1.0))], dtype=np.float64)
-        return self.session.run([self.output_name], feeds)[0]
+        return self.run(feeds)
 
     def postprocess(self, out: np.ndarray) -> np.ndarray:
         """Network output → BGR uint8 crop: ((x + 1)/2 clipped to [0, 1]) × 255, RGB → BGR."""

@@ -13,13 +13,12 @@ one tile's float buffers are ever held at once.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from models.providers import make_session
+from models.onnx_model import OnnxModel
 
 
 def output_size(shape: tuple[int, ...], scale_out: float) -> tuple[int, int]:
@@ -51,7 +50,7 @@ class LanczosUpscaler:
         return resize_to(img, output_size(img.shape, scale_out))
 
 
-class RealEsrganUpscaler:
+class RealEsrganUpscaler(OnnxModel):
     """Real-ESRGAN ONNX export: [1, 3, H, W] RGB in [0, 1] → [1, 3, sH, sW], s = ``scale`` (2 or 4).
 
     Models with a dynamic input take tiles of any size; a model exported with a fixed input size gets
@@ -63,33 +62,21 @@ class RealEsrganUpscaler:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         if tile < 16 or pad < 0:
             raise ValueError(f"bad tiling: tile={tile} pad={pad}")
-        self.model_path = Path(model_path)
-        self.providers = list(providers)
+        super().__init__(model_path, providers)
         self.scale = int(scale)
         self.tile = int(tile)
         self.pad = int(pad)
         self.name = f"real_esrgan_x{self.scale}"
         self.fixed_hw: tuple[int, int] | None = None
-        self.session = None
-        self.input_name = ""
-        self.output_name = ""
-        self._lock = threading.Lock()
 
-    def prepare(self) -> None:
-        with self._lock:
-            if self.session is not None:
-                return
-            session = make_session(self.model_path, self.providers)
-            shape = session.get_inputs()[0].shape
-            if len(shape) != 4 or shape[1] != 3:
-                raise ValueError(f"{self.model_path}: expected an input [1,3,H,W], got {shape}")
-            if isinstance(shape[2], int) and isinstance(shape[3], int):
-                self.fixed_hw = (int(shape[2]), int(shape[3]))
-                if min(self.fixed_hw) <= 2 * self.pad:
-                    raise ValueError(f"{self.model_path}: input {self.fixed_hw} leaves no room for pad {self.pad}")
-            self.input_name = session.get_inputs()[0].name
-            self.output_name = session.get_outputs()[0].name
-            self.session = session
+    def _setup(self, session) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
+        shape = session.get_inputs()[0].shape
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{self.model_path}: expected an input [1,3,H,W], got {shape}")
+        if isinstance(shape[2], int) and isinstance(shape[3], int):
+            self.fixed_hw = (int(shape[2]), int(shape[3]))
+            if min(self.fixed_hw) <= 2 * self.pad:
+                raise ValueError(f"{self.model_path}: input {self.fixed_hw} leaves no room for pad {self.pad}")
 
     # ---- the three steps ---------------------------------------------------------------------------
     def preprocess(self, tile: np.ndarray) -> np.ndarray:
@@ -101,9 +88,7 @@ class RealEsrganUpscaler:
 
     def inference(self, blob: np.ndarray) -> np.ndarray:
         """Network output [1, 3, s·h, s·w] float32."""
-        if self.session is None:
-            self.prepare()
-        out = self.session.run([self.output_name], {self.input_name: blob})[0]
+        out = self.run({self.input_name: blob})
         want = (blob.shape[2] * self.scale, blob.shape[3] * self.scale)
         if tuple(out.shape[2:]) != want:
             raise ValueError(f"{self.model_path.name}: output {tuple(out.shape)} is not x{self.scale} of the input "
