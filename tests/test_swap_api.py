@@ -213,6 +213,7 @@ def test_swap_url_all_succeed_200(builtin_server: Server, bucket: Path) -> None:
                                       "model_filenames": ["shoots/group.png", "shoots/ross.png"],
                                       "options": {"mode": "one_to_many", "format": "jpeg"}})
     assert r.status_code == 200, r.text
+    assert r.headers["x-face-backend"] == "builtin"
     body = r.json()
     assert set(body) == {"urls"} and len(body["urls"]) == 2
     for url, stem in zip(body["urls"], ("group", "ross"), strict=True):

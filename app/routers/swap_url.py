@@ -19,6 +19,7 @@ router = APIRouter(tags=["face swap"])
     response_model=SwapUrlResponse,
     response_model_exclude_none=True,
     summary="Swap the face of a bucket file into one or more bucket files; results are written beside them",
+    description="The answer names its swap backend in the `X-Face-Backend` header.",
     responses={
         206: {"model": SwapUrlResponse, "description": "Some targets failed: `failed` lists them with the reason"},
         400: {"model": SwapUrlError, "description": "All targets failed, the source has no face, or a filename "
@@ -37,12 +38,13 @@ async def swap_url_endpoint(body: SwapUrlRequest, request: Request, hub: HubDep,
     ctx = swap_context(hub, settings, body.options, "face_filename", "model_filenames")
     outcome = await swap_url(pool, bucket, ctx, body.face_filename, body.model_filenames, settings.max_upload_bytes,
                              settings.swap_url_concurrency)
+    headers = {"X-Face-Backend": outcome.backend}
     if not outcome.urls:
         return JSONResponse(
             {"error": {"code": "all_failed", "message": f"all {len(body.model_filenames)} targets failed",
                        "field": "model_filenames"}, "failed": outcome.failed},
-            status_code=400,
+            status_code=400, headers=headers,
         )
     if outcome.failed:
-        return JSONResponse({"urls": outcome.urls, "failed": outcome.failed}, status_code=206)
-    return JSONResponse({"urls": outcome.urls}, status_code=200)
+        return JSONResponse({"urls": outcome.urls, "failed": outcome.failed}, status_code=206, headers=headers)
+    return JSONResponse({"urls": outcome.urls}, status_code=200, headers=headers)

@@ -19,6 +19,7 @@ log = logging.getLogger("app.swap_url")
 
 @dataclass
 class SwapUrlOutcome:
+    backend: str
     urls: list[str]
     failed: list[dict[str, str]] = field(default_factory=list)
 
@@ -93,6 +94,7 @@ async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_f
         for i, name in enumerate(model_filenames):
             tg.start_soon(one, i, name)
     return SwapUrlOutcome(
+        backend=sources.backend,
         urls=[u for u in results if u is not None],
         failed=[{"filename": n, "error": e} for n, e in zip(model_filenames, errors, strict=True) if e is not None],
     )
