@@ -62,3 +62,75 @@ def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     server.bucket = d / "bucket"  # type: ignore[attr-defined]
     yield server
     server.stop()
+
+
+# ---- enhancement stand-ins, shared by the model-level tests -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def t1(t1_bgr: np.ndarray) -> np.ndarray:
+    return t1_bgr
+
+
+@pytest.fixture(scope="session")
+def faces() -> list:
+    """t1.jpg's six faces (box + 5 points) as Face records."""
+    from models.face import Face
+    from tests import standins
+
+    return [Face(bbox=np.asarray(b, np.float32), score=0.9, kps=np.asarray(k, np.float32))
+            for b, k in standins.T1_FACES]
+
+
+@pytest.fixture(scope="session")
+def enhance_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests import standins_enhance
+
+    return standins_enhance.make_enhance_weights(tmp_path_factory.mktemp("enhance_weights"))
+
+
+def _prepared(model):  # noqa: ANN001, ANN202
+    model.prepare()
+    return model
+
+
+@pytest.fixture(scope="session")
+def gfpgan(enhance_weights: Path):  # noqa: ANN201
+    from models.restorer import FaceRestorer
+
+    return _prepared(FaceRestorer(enhance_weights / "gfpgan_1.4.onnx", ["CPUExecutionProvider"], "gfpgan"))
+
+
+@pytest.fixture(scope="session")
+def codeformer(enhance_weights: Path):  # noqa: ANN201
+    from models.restorer import FaceRestorer
+
+    return _prepared(FaceRestorer(enhance_weights / "codeformer.onnx", ["CPUExecutionProvider"], "codeformer"))
+
+
+@pytest.fixture(scope="session")
+def x2(enhance_weights: Path):  # noqa: ANN201
+    from models.upscaler import RealEsrganUpscaler
+
+    return _prepared(RealEsrganUpscaler(enhance_weights / "real_esrgan_x2.onnx", ["CPUExecutionProvider"], 2))
+
+
+@pytest.fixture(scope="session")
+def x4(enhance_weights: Path):  # noqa: ANN201
+    from models.upscaler import RealEsrganUpscaler
+
+    return _prepared(RealEsrganUpscaler(enhance_weights / "real_esrgan_x4.onnx", ["CPUExecutionProvider"], 4))
+
+
+@pytest.fixture(scope="session")
+def xseg(enhance_weights: Path):  # noqa: ANN201
+    from models.masks import OcclusionMasker
+
+    return _prepared(OcclusionMasker(enhance_weights / "xseg_1.onnx", ["CPUExecutionProvider"]))
+
+
+@pytest.fixture(scope="session")
+def parser(enhance_weights: Path):  # noqa: ANN201
+    from models.masks import FaceParser
+
+    return _prepared(FaceParser(enhance_weights / "bisenet_resnet_34.onnx", ["CPUExecutionProvider"]))

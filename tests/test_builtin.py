@@ -41,11 +41,6 @@ def swapper() -> ClassicalSwapper:
 
 
 @pytest.fixture(scope="module")
-def t1() -> np.ndarray:
-    return _read("t1.jpg")
-
-
-@pytest.fixture(scope="module")
 def tom() -> np.ndarray:
     return _read("Tom_Hanks_54745.png")
 

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
 from models.builtin_enhance import BuiltinRestorer
 from models.enhance_pipeline import crop_footprint, enhance_image, scale_face
 from models.face import Face
-from models.masks import FaceParser, OcclusionMasker
 from models.providers import CPU
 from models.restorer import FaceRestorer, align_face
-from models.upscaler import LanczosUpscaler, RealEsrganUpscaler
+from models.upscaler import LanczosUpscaler
 from tests import standins, standins_enhance
-from tests.test_restorer import changed, footprint, make_faces
+from tests.test_restorer import changed, footprint
 
 CPU_ONLY = [CPU]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return standins_enhance.make_enhance_weights(tmp_path_factory.mktemp("pipeline_weights"))
-
-
-@pytest.fixture(scope="module")
-def t1() -> np.ndarray:
-    return cv2.imread(standins.t1_path())
-
-
-@pytest.fixture(scope="module")
-def faces() -> list[Face]:
-    return make_faces()
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +26,6 @@ def one_face(t1: np.ndarray) -> tuple[np.ndarray, Face]:
     off = np.array([x0, y0], np.float32)
     face = Face(bbox=np.asarray(b, np.float32) - np.tile(off, 2), score=0.9, kps=np.asarray(k, np.float32) - off)
     return img, face
-
-
-@pytest.fixture(scope="module")
-def gfpgan(weights: Path) -> FaceRestorer:
-    r = FaceRestorer(weights / "gfpgan_1.4.onnx", CPU_ONLY, "gfpgan")
-    r.prepare()
-    return r
-
-
-@pytest.fixture(scope="module")
-def x2(weights: Path) -> RealEsrganUpscaler:
-    u = RealEsrganUpscaler(weights / "real_esrgan_x2.onnx", CPU_ONLY, 2)
-    u.prepare()
-    return u
-
-
-@pytest.fixture(scope="module")
-def xseg(weights: Path) -> OcclusionMasker:
-    return OcclusionMasker(weights / "xseg_1.onnx", CPU_ONLY)
-
-
-@pytest.fixture(scope="module")
-def parser(weights: Path) -> FaceParser:
-    return FaceParser(weights / "bisenet_resnet_34.onnx", CPU_ONLY)
 
 
 def lanczos(img: np.ndarray, scale: float) -> np.ndarray:
@@ -223,9 +180,9 @@ def test_builtin_through_the_pipeline_changes_only_faces(t1, faces) -> None:
     assert not diff[~allowed].any()
 
 
-def test_codeformer_fidelity_reaches_the_model(weights, one_face) -> None:
+def test_codeformer_fidelity_reaches_the_model(enhance_weights, one_face) -> None:
     img, face = one_face
-    cf = FaceRestorer(weights / "codeformer.onnx", CPU_ONLY, "codeformer")
+    cf = FaceRestorer(enhance_weights / "codeformer.onnx", CPU_ONLY, "codeformer")
     a = enhance_image(img, [face], cf, None, fidelity=0.0, blend=1.0)
     b = enhance_image(img, [face], cf, None, fidelity=1.0, blend=1.0)
     x1, y1, x2, y2 = (int(v) for v in face.bbox)

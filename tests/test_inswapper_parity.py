@@ -7,7 +7,6 @@ import io
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -40,13 +39,6 @@ def ours(model_path: Path) -> InSwapper:
     sw = InSwapper(model_path, CPU_ONLY)
     sw.prepare()
     return sw
-
-
-@pytest.fixture(scope="session")
-def t1() -> np.ndarray:
-    img = cv2.imread(standins.t1_path())
-    assert img is not None
-    return img
 
 
 def _source_embedding(seed: int) -> np.ndarray:

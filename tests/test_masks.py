@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -18,31 +16,12 @@ CPU_ONLY = [CPU]
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return standins_enhance.make_enhance_weights(tmp_path_factory.mktemp("mask_weights"))
-
-
-@pytest.fixture(scope="module")
 def crop() -> np.ndarray:
     img = cv2.imread(standins.t1_path())
     b, k = standins.T1_FACES[3]
     face = Face(bbox=np.asarray(b, np.float32), score=0.9, kps=np.asarray(k, np.float32))
     c, _ = align_face(img, face)
     return c
-
-
-@pytest.fixture(scope="module")
-def xseg(weights: Path) -> OcclusionMasker:
-    m = OcclusionMasker(weights / "xseg_1.onnx", CPU_ONLY)
-    m.prepare()
-    return m
-
-
-@pytest.fixture(scope="module")
-def parser(weights: Path) -> FaceParser:
-    p = FaceParser(weights / "bisenet_resnet_34.onnx", CPU_ONLY)
-    p.prepare()
-    return p
 
 
 # ------------------------------------------------------------------------------------------ box mask

@@ -8,7 +8,6 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -24,13 +23,6 @@ CPU_ONLY = [CPU]
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return standins.make_weights_dir(tmp_path_factory.mktemp("neural_weights"), extras=True)
-
-
-@pytest.fixture(scope="session")
-def t1() -> np.ndarray:
-    img = cv2.imread(standins.t1_path())
-    assert img is not None and img.shape == standins.T1_SHAPE
-    return img
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from models.builtin_enhance import BuiltinRestorer, enhance_region, noise_sigma
 from models.face import Face
 from models.providers import CPU
 from models.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
-from tests import standins, standins_enhance
+from tests import standins
 
 CPU_ONLY = [CPU]
 
@@ -38,37 +38,6 @@ def footprint(shape: tuple[int, ...], m: np.ndarray, size: int = CROP_SIZE, grow
 
 def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > 0
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return standins_enhance.make_enhance_weights(tmp_path_factory.mktemp("enhance_weights"))
-
-
-@pytest.fixture(scope="module")
-def t1() -> np.ndarray:
-    img = cv2.imread(standins.t1_path())
-    assert img is not None and img.shape == standins.T1_SHAPE
-    return img
-
-
-@pytest.fixture(scope="module")
-def faces() -> list[Face]:
-    return make_faces()
-
-
-@pytest.fixture(scope="module")
-def gfpgan(weights: Path) -> FaceRestorer:
-    r = FaceRestorer(weights / "gfpgan_1.4.onnx", CPU_ONLY, "gfpgan")
-    r.prepare()
-    return r
-
-
-@pytest.fixture(scope="module")
-def codeformer(weights: Path) -> FaceRestorer:
-    r = FaceRestorer(weights / "codeformer.onnx", CPU_ONLY, "codeformer")
-    r.prepare()
-    return r
 
 
 # ---------------------------------------------------------------------------------------- preprocess
@@ -107,13 +76,13 @@ def test_codeformer_weight_changes_output(codeformer: FaceRestorer, t1: np.ndarr
     np.testing.assert_allclose(outs[0.5], (outs[0.0] + outs[1.0]) / 2, atol=1e-5)
 
 
-def test_kind_must_match_the_file(weights: Path) -> None:
+def test_kind_must_match_the_file(enhance_weights: Path) -> None:
     with pytest.raises(ValueError):
-        FaceRestorer(weights / "codeformer.onnx", CPU_ONLY, "gfpgan").prepare()
+        FaceRestorer(enhance_weights / "codeformer.onnx", CPU_ONLY, "gfpgan").prepare()
     with pytest.raises(ValueError):
-        FaceRestorer(weights / "gfpgan_1.4.onnx", CPU_ONLY, "codeformer").prepare()
+        FaceRestorer(enhance_weights / "gfpgan_1.4.onnx", CPU_ONLY, "codeformer").prepare()
     with pytest.raises(ValueError):
-        FaceRestorer(weights / "gfpgan_1.4.onnx", CPU_ONLY, "esrgan")  # type: ignore[arg-type]
+        FaceRestorer(enhance_weights / "gfpgan_1.4.onnx", CPU_ONLY, "esrgan")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------- postprocess

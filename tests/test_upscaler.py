@@ -12,37 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.providers import CPU
 from models.upscaler import LanczosUpscaler, RealEsrganUpscaler, output_size
-from tests import standins, standins_enhance
 from tests.standins import _model, _save
 
 CPU_ONLY = [CPU]
 SCALES = (1, 2, 3, 4, 1.5)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return standins_enhance.make_enhance_weights(tmp_path_factory.mktemp("upscale_weights"))
-
-
-@pytest.fixture(scope="module")
-def t1() -> np.ndarray:
-    img = cv2.imread(standins.t1_path())
-    assert img is not None
-    return img
-
-
-@pytest.fixture(scope="module")
-def x2(weights: Path) -> RealEsrganUpscaler:
-    u = RealEsrganUpscaler(weights / "real_esrgan_x2.onnx", CPU_ONLY, 2)
-    u.prepare()
-    return u
-
-
-@pytest.fixture(scope="module")
-def x4(weights: Path) -> RealEsrganUpscaler:
-    u = RealEsrganUpscaler(weights / "real_esrgan_x4.onnx", CPU_ONLY, 4)
-    u.prepare()
-    return u
 
 
 def test_steps(x2: RealEsrganUpscaler, t1: np.ndarray) -> None:
@@ -60,30 +33,30 @@ def test_steps(x2: RealEsrganUpscaler, t1: np.ndarray) -> None:
     assert x2.name == "real_esrgan_x2" and x2.scale == 2
 
 
-def test_wrong_scale_is_reported(weights: Path, t1: np.ndarray) -> None:
-    u = RealEsrganUpscaler(weights / "real_esrgan_x2.onnx", CPU_ONLY, 4)
+def test_wrong_scale_is_reported(enhance_weights: Path, t1: np.ndarray) -> None:
+    u = RealEsrganUpscaler(enhance_weights / "real_esrgan_x2.onnx", CPU_ONLY, 4)
     with pytest.raises(ValueError, match="x4"):
         u.upscale(t1[:40, :40], 4)
 
 
 @pytest.mark.parametrize("tile,pad", [(64, 10), (100, 10), (37, 3), (400, 10)])
-def test_tiled_equals_untiled(weights: Path, t1: np.ndarray, tile: int, pad: int) -> None:
+def test_tiled_equals_untiled(enhance_weights: Path, t1: np.ndarray, tile: int, pad: int) -> None:
     img = t1[150:451, 300:557]  # 301 x 257: tiles that do not divide it
-    whole = RealEsrganUpscaler(weights / "real_esrgan_x2.onnx", CPU_ONLY, 2, tile=100_000, pad=0)
-    tiled = RealEsrganUpscaler(weights / "real_esrgan_x2.onnx", CPU_ONLY, 2, tile=tile, pad=pad)
+    whole = RealEsrganUpscaler(enhance_weights / "real_esrgan_x2.onnx", CPU_ONLY, 2, tile=100_000, pad=0)
+    tiled = RealEsrganUpscaler(enhance_weights / "real_esrgan_x2.onnx", CPU_ONLY, 2, tile=tile, pad=pad)
     a, b = whole.upscale_native(img), tiled.upscale_native(img)
     assert a.shape == b.shape == (602, 514, 3)
     np.testing.assert_array_equal(a, b)
 
 
-def test_tiled_x4_equals_untiled(weights: Path, t1: np.ndarray) -> None:
+def test_tiled_x4_equals_untiled(enhance_weights: Path, t1: np.ndarray) -> None:
     img = t1[:130, :170]
-    whole = RealEsrganUpscaler(weights / "real_esrgan_x4.onnx", CPU_ONLY, 4, tile=100_000, pad=0)
-    tiled = RealEsrganUpscaler(weights / "real_esrgan_x4.onnx", CPU_ONLY, 4, tile=48, pad=10)
+    whole = RealEsrganUpscaler(enhance_weights / "real_esrgan_x4.onnx", CPU_ONLY, 4, tile=100_000, pad=0)
+    tiled = RealEsrganUpscaler(enhance_weights / "real_esrgan_x4.onnx", CPU_ONLY, 4, tile=48, pad=10)
     np.testing.assert_array_equal(whole.upscale_native(img), tiled.upscale_native(img))
 
 
-def test_fixed_size_model(tmp_path: Path, weights: Path, t1: np.ndarray) -> None:
+def test_fixed_size_model(tmp_path: Path, enhance_weights: Path, t1: np.ndarray) -> None:
     """An export with a fixed 64x64 input gets 64x64 tiles; results match the dynamic model inside."""
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])
     out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])
@@ -96,7 +69,7 @@ def test_fixed_size_model(tmp_path: Path, weights: Path, t1: np.ndarray) -> None
     assert fixed.fixed_hw == (64, 64)
     img = t1[200:331, 400:517]
     got = fixed.upscale_native(img)
-    ref = RealEsrganUpscaler(weights / "real_esrgan_x2.onnx", CPU_ONLY, 2).upscale_native(img)
+    ref = RealEsrganUpscaler(enhance_weights / "real_esrgan_x2.onnx", CPU_ONLY, 2).upscale_native(img)
     assert got.shape == ref.shape == (262, 234, 3)
     np.testing.assert_array_equal(got[:-2, :-2], ref[:-2, :-2])  # the last row/column see reflected pixels
 
