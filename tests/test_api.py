@@ -258,20 +258,26 @@ def test_upload_over_byte_limit_is_413(builtin_server: Server, hanks_path: Path)
     _err(r, 413, "target_image", "too_large")
 
 
+def _read_error_answer(sock: socket.socket) -> tuple[bytes, dict]:
+    """(status line + headers, JSON body) of the server's answer on a raw socket."""
+    raw = b""
+    while b"}}" not in raw:
+        part = sock.recv(65536)
+        if not part:
+            break
+        raw += part
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, json.loads(body[body.index(b"{"):])
+
+
 def test_body_over_total_limit_is_refused_before_reading(builtin_server: Server) -> None:
     """Content-Length says 20 MiB: the answer comes after the headers alone, nothing of the body is awaited."""
     with socket.create_connection(("127.0.0.1", builtin_server.port), timeout=10) as sock:
         sock.sendall(b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                      b"Content-Length: " + str(20 * 1024 * 1024).encode() + b"\r\n\r\n")
-        raw = b""
-        while b"}}" not in raw:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
+        head, body = _read_error_answer(sock)
     assert head.startswith(b"HTTP/1.1 413")
-    assert json.loads(body)["error"]["code"] == "too_large"
+    assert body["error"]["code"] == "too_large"
 
 
 def test_streamed_body_over_total_limit_is_413(builtin_server: Server) -> None:
@@ -289,15 +295,9 @@ def test_streamed_body_over_total_limit_is_413(builtin_server: Server) -> None:
                 sent += len(chunk)
         except OSError:
             pass  # the server answered and closed while we were still sending
-        raw = b""
-        while b"}}" not in raw:
-            part = sock.recv(65536)
-            if not part:
-                break
-            raw += part
-    head, _, body = raw.partition(b"\r\n\r\n")
+        head, body = _read_error_answer(sock)
     assert head.startswith(b"HTTP/1.1 413"), head[:200]
-    assert json.loads(body[body.index(b"{"):])["error"]["code"] == "too_large"
+    assert body["error"]["code"] == "too_large"
 
 
 def test_wide_image_without_faces(builtin_server: Server, hanks_path: Path) -> None:
