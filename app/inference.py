@@ -25,14 +25,6 @@ class InferencePool:
         self.limiter = anyio.CapacityLimiter(threads)
         self.inflight = 0
 
-    @property
-    def running(self) -> int:
-        return int(self.limiter.borrowed_tokens)
-
-    @property
-    def waiting(self) -> int:
-        return self.inflight - self.running
-
     async def run(self, fn: Callable[..., T], *args: object, admit: bool = True) -> T:
         """Run ``fn(*args)`` in a worker thread. ``admit=False`` skips the queue bound: for follow-up work of a
         request that was already admitted (a /swap_url's targets), which waits for a slot instead."""

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.services.enhance import EnhanceOptions, apply_enhancement
+from app.services.enhance import EnhanceOptions, apply_enhancement, plan_enhancement
 from bench.report import pct, table, time_ms, write
 from models.face import Face
 from models.hub import ModelHub
@@ -63,7 +63,8 @@ def latency_rows(hub: ModelHub, repeat: int) -> list[dict[str, Any]]:
         cases += [("gfpgan", s, False) for s in (2, 3, 4)] + [("gfpgan", s, True) for s in (1, 2, 4)]
         for restorer, scale, background in cases:
             opts = EnhanceOptions(enhancer=restorer, upscale=scale, background_enhance=background)
-            samples, res = time_ms(lambda o=opts, i=img, f=faces: apply_enhancement(hub, i, None, f, o), repeat)
+            plan = plan_enhancement(hub, opts, img.shape[1], img.shape[0])
+            samples, res = time_ms(lambda p=plan, i=img, f=faces: apply_enhancement(i, None, f, p), repeat)
             rows.append({"image": name, "restorer": restorer, "upscale": scale, "background": background,
                          "upscaler": res.upscaler, "faces": res.faces, "p50_ms": pct(samples, 50),
                          "p95_ms": pct(samples, 95), "out_mpix": res.image.shape[0] * res.image.shape[1] / 1e6})
@@ -97,8 +98,9 @@ def memory_child(weights: str, scale: int) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current size
     tracemalloc.start()
     t0 = time.perf_counter()
-    res = apply_enhancement(hub, img, None, faces, EnhanceOptions(enhancer="gfpgan", upscale=scale,
-                                                                 background_enhance=True))
+    plan = plan_enhancement(hub, EnhanceOptions(enhancer="gfpgan", upscale=scale, background_enhance=True),
+                            img.shape[1], img.shape[0])
+    res = apply_enhancement(img, None, faces, plan)
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     peak_rss = _status_mb("VmHWM")

@@ -188,14 +188,6 @@ class DlibAnalyser:
                 faces.append(face)
         return faces
 
-    def landmarks(self, img: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-        """68 landmarks (68, 2) float32 of the face in ``bbox`` (x1, y1, x2, y2), e.g. a box found by
-        another detector."""
-        self._ensure()
-        rgb = _to_rgb(img)
-        with self._lock:
-            return self._shape_to_array(self._shape(rgb, np.asarray(bbox, dtype=np.float32)))
-
     def embed(self, img: np.ndarray, face: Face) -> np.ndarray:
         """128-d float32 descriptor of an already detected face (stored into ``face.embedding`` too).
         Uses the face's 68 landmarks, computing them from its box when it has none."""

@@ -86,11 +86,6 @@ class ModelHub:
         self._thread = threading.Thread(target=self.load, name="model-hub-load", daemon=True)
         self._thread.start()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.ready
-
     def load(self) -> None:
         from models.providers import resolve_providers
 

@@ -135,10 +135,6 @@ class Manifest:
     def __contains__(self, name: object) -> bool:
         return name in self.entries
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.entries)
-
     def get(self, name: str) -> WeightFile:
         """The entry called ``name``; ``KeyError`` naming the valid names when there is none."""
         try:

@@ -39,7 +39,7 @@ class Server:
         self.workers = workers
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0, expect_ready: bool = True) -> Server:
+    def start(self, timeout: float = 180.0) -> Server:
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -52,7 +52,7 @@ class Server:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 r = httpx.get(self.url + "/readyz", timeout=2)  # a new connection: any worker may answer
                 body = r.json()
-                if r.status_code == 200 or (not expect_ready and not body.get("loading")):
+                if r.status_code == 200:
                     settled.add(body["pid"])
                     if len(settled) >= self.workers:
                         return self

@@ -47,9 +47,6 @@ class FileServer:
         self.modes[path] = mode
         return f"{self.base}/{path}"
 
-    def hits_for(self, path: str) -> list[Hit]:
-        return [h for h in self.hits if h.path == path]
-
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

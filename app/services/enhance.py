@@ -55,21 +55,41 @@ def resolve_models(hub: ModelHub, opts: EnhanceOptions) -> tuple[str, Any, Any |
     return name, restorer, occlusion
 
 
-def apply_enhancement(hub: ModelHub, img: np.ndarray, alpha: np.ndarray | None, faces: list[Face],
-                      opts: EnhanceOptions) -> Enhanced:
-    """Restore ``faces`` and upscale ``img``; the alpha channel, when there is one, is resized to match."""
+@dataclass
+class EnhancePlan:
+    """Everything an enhancement of one picture needs, checked before any pixel work."""
+
+    opts: EnhanceOptions
+    restorer_name: str
+    restorer: Any
+    occlusion: Any | None
+    parser: Any | None
+    upscaler: Any | None  # the Real-ESRGAN model, when background_enhance or face_upsample can use one
+
+
+def plan_enhancement(hub: ModelHub, opts: EnhanceOptions, width: int, height: int) -> EnhancePlan:
+    """Resolve the models and check the sizes for a ``width`` × ``height`` picture: 503 naming the option for a
+    missing model, 413 for an output (or Real-ESRGAN working size) over the limit."""
     name, restorer, occlusion = resolve_models(hub, opts)
-    h, w = img.shape[:2]
-    check_output_size(w, h, opts.upscale, opts.max_output_pixels)
+    check_output_size(width, height, opts.upscale, opts.max_output_pixels)
     model_up = hub.upscaler(opts.upscale) if (opts.background_enhance or opts.face_upsample) else None
-    if opts.background_enhance and model_up is not None and w * h * model_up.scale**2 > opts.max_output_pixels:
+    work = width * height * model_up.scale**2 if model_up is not None else 0
+    if opts.background_enhance and work > opts.max_output_pixels:
         # the network works at its own scale before the result is resized to the requested one
-        raise ApiError(413, "too_large", f"background_enhance runs Real-ESRGAN x{model_up.scale}: a {w}×{h} image "
-                       f"would pass through {w * h * model_up.scale**2} pixels, over the output limit of "
-                       f"{opts.max_output_pixels}", "background_enhance")
+        raise ApiError(413, "too_large", f"background_enhance runs Real-ESRGAN x{model_up.scale}: a {width}×{height} "
+                       f"image would pass through {work} pixels, over the output limit of {opts.max_output_pixels}",
+                       "background_enhance")
+    parser = hub.parser if opts.occlusion_mask else None
+    return EnhancePlan(opts, name, restorer, occlusion, parser, model_up)
+
+
+def apply_enhancement(img: np.ndarray, alpha: np.ndarray | None, faces: list[Face], plan: EnhancePlan) -> Enhanced:
+    """Restore ``faces`` and upscale ``img`` by a checked plan; the alpha channel, when there is one, is resized to
+    match."""
+    opts, model_up = plan.opts, plan.upscaler
     out = enhance_image(
-        img, faces, restorer, model_up, scale=opts.upscale, background_enhance=opts.background_enhance,
-        face_upsample=opts.face_upsample, occlusion=occlusion, parser=hub.parser if opts.occlusion_mask else None,
+        img, faces, plan.restorer, model_up, scale=opts.upscale, background_enhance=opts.background_enhance,
+        face_upsample=opts.face_upsample, occlusion=plan.occlusion, parser=plan.parser,
         fidelity=opts.fidelity, blend=opts.blend,
     )
     if alpha is not None and out.shape[:2] != alpha.shape:
@@ -78,7 +98,7 @@ def apply_enhancement(hub: ModelHub, img: np.ndarray, alpha: np.ndarray | None, 
         upscaler = model_up.name
     else:
         upscaler = "lanczos" if opts.upscale > 1 else "none"
-    return Enhanced(out, alpha, name, upscaler, len(faces))
+    return Enhanced(out, alpha, plan.restorer_name, upscaler, len(faces))
 
 
 def check_output_size(width: int, height: int, scale: int, limit: int) -> None:
@@ -138,8 +158,7 @@ def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
     t = Timings()
     with t.stage("decode"):
         img = decode_image(req.data, req.field, req.max_pixels)
-    resolve_models(hub, req.options)
-    check_output_size(img.width, img.height, req.options.upscale, req.options.max_output_pixels)
+    plan = plan_enhancement(hub, req.options, img.width, img.height)
     with t.stage("detect"):
         if req.faces is not None:
             if req.faces_size is not None and req.faces_size != (img.width, img.height):
@@ -152,7 +171,7 @@ def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
             if not faces:
                 raise NoFaceError(req.field, "; send faces=[] to upscale without restoring")
     with t.stage("enhance"):
-        result = apply_enhancement(hub, img.bgr, img.alpha, faces, req.options)
+        result = apply_enhancement(img.bgr, img.alpha, faces, plan)
     with t.stage("encode"):
         content, media_type = encode_image(result.image, req.format, req.quality, result.alpha)
     return EnhanceResult(content, media_type, result, analysis, t)

@@ -10,10 +10,10 @@ from app.errors import NoFaceError
 from app.media import DecodedImage, decode_image, encode_image
 from app.schemas import SwapOptions
 from app.services.common import Timings, resolve_backend
-from app.services.enhance import EnhanceOptions, apply_enhancement, check_output_size, resolve_models
+from app.services.enhance import EnhanceOptions, apply_enhancement, plan_enhancement, resolve_models
 from models.face import Face, best_face
 from models.hub import ModelHub
-from models.pairing import match_by_iou, pair_faces
+from models.pairing import Metric, match_by_iou, pair_faces
 
 
 @dataclass
@@ -52,12 +52,18 @@ class SwapContext:
         return resolve_backend(self.hub, "faceswap", self.options.backend or "auto")
 
 
+def identity_metric(backend: str) -> Metric:
+    """How a backend's identity vectors compare: ArcFace by cosine, dlib descriptors by Euclidean distance."""
+    return "cosine" if backend == "neural" else "euclidean"
+
+
 def load_sources(ctx: SwapContext, backend: str, datas: list[bytes], timings: Timings) -> Sources:
     """Decode and analyse the source image(s).
 
     One image: all its faces (``sorted`` and ``similarity`` use them all, the other modes its best face).
-    Several images: the largest face of each, merged into one source face whose embedding is the mean of their
-    unit embeddings; its pixels (for the built-in swap) are those of the first image's face.
+    Several images: the largest face of each, merged into one source face whose embedding is the mean of theirs
+    in the backend's identity space (see ``identity_metric``); its pixels (for the built-in swap) are those of the
+    first image's face.
     """
     analyser = ctx.hub.analyser(backend)
     need_embeddings = ctx.options.mode == "similarity" or ctx.hub.swapper(backend).needs_source_embedding
@@ -88,7 +94,7 @@ def load_sources(ctx: SwapContext, backend: str, datas: list[bytes], timings: Ti
         bests.append(best)
         first = img if first is None else first
     assert first is not None
-    if backend == "neural":  # cosine space: the mean direction of the unit identities
+    if identity_metric(backend) == "cosine":  # the mean direction of the unit identities
         mean = np.mean([f.normed_embedding for f in bests], axis=0)
         merged_embedding = mean / max(float(np.linalg.norm(mean)), 1e-12)
     else:  # dlib descriptors are compared by Euclidean distance: average them as they are
@@ -109,7 +115,7 @@ def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage,
         pairs = pair_faces(
             opts.mode, sources.faces, targets, opts.direction,
             min_similarity=ctx.min_similarity[sources.backend],
-            metric="cosine" if sources.backend == "neural" else "euclidean",
+            metric=identity_metric(sources.backend),
         )
     out = target.bgr
     with timings.stage("swap"):
@@ -166,15 +172,13 @@ def swap_target(ctx: SwapContext, sources: Sources, target_data: bytes, timings:
     timings = timings if timings is not None else Timings()
     with timings.stage("decode"):
         target = decode_image(target_data, ctx.target_field, ctx.max_pixels)
-    opts = ctx.options
     enhance = enhance_options(ctx)
-    if enhance is not None:
-        check_output_size(target.width, target.height, opts.upscale, ctx.max_output_pixels)
+    plan = plan_enhancement(ctx.hub, enhance, target.width, target.height) if enhance is not None else None
     out, placed = swap_faces(ctx, sources, target, timings)
     alpha, enhancer = target.alpha, None
-    if enhance is not None:
+    if plan is not None:
         with timings.stage("enhance"):
-            enhanced = apply_enhancement(ctx.hub, out, alpha, placed, enhance)
+            enhanced = apply_enhancement(out, alpha, placed, plan)
         out, alpha, enhancer = enhanced.image, enhanced.alpha, enhanced.restorer
     content, media_type = encode(ctx, out, alpha, timings)
     return SwapResult(content, media_type, sources.backend, len(placed), timings, enhancer)
