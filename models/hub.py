@@ -121,8 +121,8 @@ class ModelHub:
         return model
 
     def _load_builtin(self) -> None:
-        from models.classical_swap import ClassicalSwapper
-        from models.dlib_analyser import DlibAnalyser
+        from models.analysis.dlib_analyser import DlibAnalyser
+        from models.swap.classical_swap import ClassicalSwapper
 
         analyser = self._load_one(
             ModelStatus("dlib_analyser", "builtin", "analyser", files=["face-recognition-models (package)"]),
@@ -137,7 +137,7 @@ class ModelHub:
 
     def _load_neural(self, need_swapper: bool) -> None:
         if self._present(NEURAL_ANALYSIS_FILES):
-            from models.neural_analyser import NeuralAnalyser
+            from models.analysis.neural_analyser import NeuralAnalyser
 
             analyser = self._load_one(
                 ModelStatus("buffalo_l", "neural", "analyser", files=list(NEURAL_ANALYSIS_FILES)),
@@ -148,7 +148,7 @@ class ModelHub:
             if analyser is not None:
                 self.analysers["neural"] = analyser
         if need_swapper and self._present(("inswapper_128.onnx",)):
-            from models.inswapper import InSwapper
+            from models.swap.inswapper import InSwapper
 
             swapper = self._load_one(
                 ModelStatus("inswapper_128", "neural", "swapper", files=["inswapper_128.onnx"]),
@@ -158,14 +158,14 @@ class ModelHub:
                 self.swappers["neural"] = swapper
 
     def _load_enhance(self) -> None:
-        from models.builtin_enhance import BuiltinRestorer
+        from models.restore.builtin_enhance import BuiltinRestorer
 
         builtin = self._load_one(ModelStatus("builtin_restorer", "builtin", "restorer"), BuiltinRestorer)
         if builtin is not None:
             self.restorers["builtin"] = builtin
         for kind, rel in RESTORER_FILES.items():
             if self._present((rel,)):
-                from models.restorer import FaceRestorer
+                from models.restore.restorer import FaceRestorer
 
                 model = self._load_one(
                     ModelStatus(kind, "neural", "restorer", files=[rel]),
@@ -175,7 +175,7 @@ class ModelHub:
                     self.restorers[kind] = model
         for scale, rel in UPSCALER_FILES.items():
             if self._present((rel,)):
-                from models.upscaler import RealEsrganUpscaler
+                from models.restore.upscaler import RealEsrganUpscaler
 
                 model = self._load_one(
                     ModelStatus(f"real_esrgan_x{scale}", "neural", "upscaler", files=[rel]),
@@ -184,14 +184,14 @@ class ModelHub:
                 if model is not None:
                     self.upscalers[scale] = model
         if self._present((OCCLUSION_FILE,)):
-            from models.masks import OcclusionMasker
+            from models.masks.face_masks import OcclusionMasker
 
             self.occlusion = self._load_one(
                 ModelStatus("xseg_1", "neural", "mask", files=[OCCLUSION_FILE]),
                 lambda: OcclusionMasker(self.weights_dir / OCCLUSION_FILE, self.providers),
             )
         if self._present((PARSER_FILE,)):
-            from models.masks import FaceParser
+            from models.masks.face_masks import FaceParser
 
             self.parser = self._load_one(
                 ModelStatus("bisenet_resnet_34", "neural", "mask", files=[PARSER_FILE]),

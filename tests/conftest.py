@@ -96,41 +96,41 @@ def _prepared(model):  # noqa: ANN001, ANN202
 
 @pytest.fixture(scope="session")
 def gfpgan(enhance_weights: Path):  # noqa: ANN201
-    from models.restorer import FaceRestorer
+    from models.restore.restorer import FaceRestorer
 
     return _prepared(FaceRestorer(enhance_weights / "gfpgan_1.4.onnx", ["CPUExecutionProvider"], "gfpgan"))
 
 
 @pytest.fixture(scope="session")
 def codeformer(enhance_weights: Path):  # noqa: ANN201
-    from models.restorer import FaceRestorer
+    from models.restore.restorer import FaceRestorer
 
     return _prepared(FaceRestorer(enhance_weights / "codeformer.onnx", ["CPUExecutionProvider"], "codeformer"))
 
 
 @pytest.fixture(scope="session")
 def x2(enhance_weights: Path):  # noqa: ANN201
-    from models.upscaler import RealEsrganUpscaler
+    from models.restore.upscaler import RealEsrganUpscaler
 
     return _prepared(RealEsrganUpscaler(enhance_weights / "real_esrgan_x2.onnx", ["CPUExecutionProvider"], 2))
 
 
 @pytest.fixture(scope="session")
 def x4(enhance_weights: Path):  # noqa: ANN201
-    from models.upscaler import RealEsrganUpscaler
+    from models.restore.upscaler import RealEsrganUpscaler
 
     return _prepared(RealEsrganUpscaler(enhance_weights / "real_esrgan_x4.onnx", ["CPUExecutionProvider"], 4))
 
 
 @pytest.fixture(scope="session")
 def xseg(enhance_weights: Path):  # noqa: ANN201
-    from models.masks import OcclusionMasker
+    from models.masks.face_masks import OcclusionMasker
 
     return _prepared(OcclusionMasker(enhance_weights / "xseg_1.onnx", ["CPUExecutionProvider"]))
 
 
 @pytest.fixture(scope="session")
 def parser(enhance_weights: Path):  # noqa: ANN201
-    from models.masks import FaceParser
+    from models.masks.face_masks import FaceParser
 
     return _prepared(FaceParser(enhance_weights / "bisenet_resnet_34.onnx", ["CPUExecutionProvider"]))

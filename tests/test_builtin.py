@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from models.classical_swap import ClassicalSwapper
-from models.dlib_analyser import DlibAnalyser, hog_confidence
+from models.analysis.dlib_analyser import DlibAnalyser, hog_confidence
+from models.analysis.landmarks import MIRROR_68, face_outline, kps_from_68, mirror_68, yaw_ratio
 from models.face import Face, best_face
-from models.landmarks import MIRROR_68, face_outline, kps_from_68, mirror_68, yaw_ratio
+from models.swap.classical_swap import ClassicalSwapper
 
 insightface = pytest.importorskip("insightface")
 IMAGES = os.path.join(os.path.dirname(insightface.__file__), "data", "images")

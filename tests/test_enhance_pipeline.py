@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.builtin_enhance import BuiltinRestorer
-from models.enhance_pipeline import crop_footprint, enhance_image, scale_face
 from models.face import Face
 from models.providers import CPU
-from models.restorer import FaceRestorer, align_face
-from models.upscaler import LanczosUpscaler
+from models.restore.builtin_enhance import BuiltinRestorer
+from models.restore.enhance_pipeline import crop_footprint, enhance_image, scale_face
+from models.restore.restorer import FaceRestorer, align_face
+from models.restore.upscaler import LanczosUpscaler
 from tests import standins, standins_enhance
 from tests.test_restorer import changed, footprint
 

@@ -12,7 +12,7 @@ import pytest
 
 from models.align import ARCFACE_112
 from models.face import Face
-from models.inswapper import InSwapper
+from models.swap.inswapper import InSwapper
 from tests import standins
 
 CPU_ONLY = ["CPUExecutionProvider"]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from models.face import Face
-from models.masks import FACE_CLASSES, FaceParser, OcclusionMasker, box_mask, feather
+from models.masks.face_masks import FACE_CLASSES, FaceParser, OcclusionMasker, box_mask, feather
 from models.providers import CPU
-from models.restorer import align_face
+from models.restore.restorer import align_face
 from tests import standins, standins_enhance
 
 CPU_ONLY = [CPU]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.analysis.neural_analyser import NeuralAnalyser
 from models.face import Face, best_face
-from models.inswapper import InSwapper, read_emap
-from models.neural_analyser import NeuralAnalyser
 from models.providers import CPU, CUDA, resolve_providers
+from models.swap.inswapper import InSwapper, read_emap
 from tests import standins
 
 CPU_ONLY = [CPU]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.face import Face, best_face
-from models.pairing import iou, match_by_iou, order_by_x, pair_faces, similarity_matrix
+from models.swap.pairing import iou, match_by_iou, order_by_x, pair_faces, similarity_matrix
 
 
 def face(x: float, size: float = 100, score: float = 0.9, emb: list[float] | None = None, y: float = 100) -> Face:

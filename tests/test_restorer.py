@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from models import align
-from models.builtin_enhance import BuiltinRestorer, enhance_region, noise_sigma
 from models.face import Face
 from models.providers import CPU
-from models.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
+from models.restore.builtin_enhance import BuiltinRestorer, enhance_region, noise_sigma
+from models.restore.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
 from tests import standins
 
 CPU_ONLY = [CPU]

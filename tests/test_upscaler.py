@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models.providers import CPU
-from models.upscaler import LanczosUpscaler, RealEsrganUpscaler, output_size
+from models.restore.upscaler import LanczosUpscaler, RealEsrganUpscaler, output_size
 from tests.standins import _model, _save
 
 CPU_ONLY = [CPU]

@@ -13,10 +13,10 @@ from app.media import decode_image, encode_image
 from app.schemas import FaceOut
 from app.services.common import Timings, resolve_backend
 from models import align
-from models.enhance_pipeline import enhance_image
 from models.face import Face
 from models.hub import BackendUnavailable, ModelHub
-from models.upscaler import output_size
+from models.restore.enhance_pipeline import enhance_image
+from models.restore.upscaler import output_size
 
 
 @dataclass

@@ -13,7 +13,7 @@ from app.services.common import Timings, resolve_backend
 from app.services.enhance import EnhanceOptions, apply_enhancement, plan_enhancement, resolve_models
 from models.face import Face, best_face
 from models.hub import ModelHub
-from models.pairing import Metric, match_by_iou, pair_faces
+from models.swap.pairing import Metric, match_by_iou, pair_faces
 
 
 @dataclass

@@ -15,8 +15,8 @@ import threading
 import cv2
 import numpy as np
 
+from models.analysis.landmarks import kps_from_68
 from models.face import Face
-from models.landmarks import kps_from_68
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"

@@ -7,7 +7,7 @@ blob in [-1, 1]; ``inference``: the network (CodeFormer also reads the fidelity 
 multiplied by a crop-sized mask (occlusion, face parsing). ``blend`` mixes restored and original pixels:
 GFPGAN 1.4 has no strength input of its own, so blending is how its effect is tuned (0.8 by default).
 
-Every restorer in the project (this one and ``models.builtin_enhance.BuiltinRestorer``) works in the same
+Every restorer in the project (this one and ``models.restore.builtin_enhance.BuiltinRestorer``) works in the same
 crop space, so a mask made with ``align_face`` fits any of them.
 """
 

@@ -11,7 +11,7 @@ cleans up what is there, inside a feathered face-shaped mask:
 
 Strength follows ``fidelity`` like CodeFormer's weight (0 = strongest clean-up, 1 = gentlest), and
 ``blend`` mixes the result with the original exactly as the neural restorers do. The face mask lives in
-the same 512 FFHQ crop space as theirs (``models.restorer.align_face``), so occlusion and parsing masks
+the same 512 FFHQ crop space as theirs (``models.restore.restorer.align_face``), so occlusion and parsing masks
 fit it unchanged; it is warped into the image and the work is done at the image's own resolution, inside
 the face's window only.
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 from models import align
 from models.face import Face
-from models.restorer import CROP_SIZE, TEMPLATE, _fit_mask
+from models.restore.restorer import CROP_SIZE, TEMPLATE, _fit_mask
 
 # Face oval in the 512 FFHQ crop (eyes at y≈240, mouth at y≈371): centre and half-axes, in pixels.
 OVAL_CENTRE = (256.0, 292.0)
@@ -117,7 +117,7 @@ def enhance_region(region: np.ndarray, face_px: float, strength: float = 0.75) -
 
 
 class BuiltinRestorer:
-    """Classical restoration inside a feathered face oval; same interface as ``models.restorer.FaceRestorer``."""
+    """Classical restoration inside a feathered face oval; the interface of ``models.restore.restorer.FaceRestorer``."""
 
     name = "builtin"
 
@@ -155,7 +155,7 @@ class BuiltinRestorer:
     def restore(self, img: np.ndarray, face: Face, fidelity: float = 0.5, blend: float = 0.8,
                 mask: np.ndarray | None = None) -> np.ndarray:
         """Copy of ``img`` with ``face`` cleaned up: blend·enhanced + (1 − blend)·original inside the face
-        oval (× ``mask``, crop space of ``models.restorer.align_face``); pixels outside are untouched."""
+        oval (× ``mask``, crop space of ``models.restore.restorer.align_face``); pixels outside are untouched."""
         out = img.copy()
         blend = float(np.clip(blend, 0.0, 1.0))
         if blend <= 0.0:

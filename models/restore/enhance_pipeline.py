@@ -30,9 +30,9 @@ from typing import Protocol
 import numpy as np
 
 from models.face import Face
-from models.masks import FACE_CLASSES, FaceParser, OcclusionMasker
-from models.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
-from models.upscaler import LanczosUpscaler, output_size
+from models.masks.face_masks import FACE_CLASSES, FaceParser, OcclusionMasker
+from models.restore.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
+from models.restore.upscaler import LanczosUpscaler, output_size
 
 
 class Restorer(Protocol):

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from models.analysis.landmarks import face_outline, face_scale, forehead_points, mirror_68, outer_ring, yaw_ratio
 from models.face import Face
-from models.landmarks import face_outline, face_scale, forehead_points, mirror_68, outer_ring, yaw_ratio
 
 _SUBPIX_SHIFT = 4  # fixed-point bits for rasterising triangles
 _POISSON_MAX_SIDE = 480  # the seamless clone runs at most at this resolution; its correction is smooth

@@ -1,0 +1,1 @@
+"""Face analysers: detection, landmarks, embeddings (dlib built-in and insightface buffalo_l)."""

@@ -1,0 +1,1 @@
+"""Masks on aligned face crops: feathered box, XSeg occlusion, BiSeNet face parsing."""

@@ -1,0 +1,1 @@
+"""Face swappers (INSwapper and the classical warp) and source/target face pairing."""
