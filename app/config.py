@@ -62,6 +62,16 @@ class Settings(BaseSettings):
         25 * 1024 * 1024, ge=1024, description="Largest accepted upload per file, bytes (413 above)."
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, width × height (413 above).")
+    max_video_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="Largest accepted video upload, bytes (413 above)."
+    )
+    max_audio_bytes: int = Field(
+        256 * 1024**2, ge=1024, description="Largest accepted audio upload, bytes (413 above)."
+    )
+    temp_dir: Path = Field(
+        Path("data/tmp"),
+        description="Where uploads spool to disk (multipart files past 1 MiB, job inputs); created if missing.",
+    )
 
     # storage (/swap_url)
     storage_url: str = Field(

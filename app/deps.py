@@ -6,14 +6,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.config import Settings, get_settings
+from app.config import Settings
 from app.errors import ServiceUnavailableError
 from app.inference import InferencePool
 from models.hub import ModelHub
 
 
-def settings_dep() -> Settings:
-    return get_settings()
+def settings_dep(request: Request) -> Settings:
+    """The Settings the app was created with (``create_app(settings)``): every dependency sees that one."""
+    return request.app.state.settings
 
 
 def hub_dep(request: Request) -> ModelHub:

@@ -17,7 +17,7 @@ from app.inference import InferencePool
 from app.observability import RequestIdMiddleware, setup_logging
 from app.routers import analyze, enhance, faceswap, health, swap_url
 from app.storage import Bucket, StorageError
-from app.uploads import BodyLimitMiddleware
+from app.uploads import BodyLimitMiddleware, body_caps, use_temp_dir
 from models.hub import ModelHub
 
 DESCRIPTION = """
@@ -47,6 +47,7 @@ def open_bucket(settings: Settings) -> tuple[Bucket | None, str | None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
+    use_temp_dir(settings.temp_dir)  # multipart uploads roll over to disk here, never whole in memory
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,10 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Face studio", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    app.state.settings = settings
     install_docs(app)
     install_error_handlers(app)
-    # Whole-body cap: two files at the per-file limit plus form fields.
-    app.add_middleware(BodyLimitMiddleware, max_body=2 * settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
     app.add_middleware(RequestIdMiddleware)
     for router in (health.router, analyze.router, faceswap.router, swap_url.router, enhance.router):
         app.include_router(router)

@@ -86,12 +86,28 @@ IMAGE_RESPONSE = {
 
 Mode = Literal["one_to_one", "one_to_many", "sorted", "similarity"]
 Direction = Literal["left_to_right", "right_to_left"]
+Enhancer = Literal["auto", "gfpgan", "codeformer", "builtin"]
+
+# Each job's options are declared once, here. The same model parses the multipart form (app/routers/forms.py derives
+# the Form parameters, and so the /docs entries, from its fields), the JSON of /swap_url, and is stored with a job.
 
 
-class SwapOptions(BaseModel):
-    """Options every swap endpoint takes (form fields on /faceswap and /swap_img, `options` on /swap_url)."""
+class RestoreOptions(BaseModel):
+    """Restoration and upscaling options that the swap and enhance jobs share."""
 
     model_config = ConfigDict(extra="forbid")
+
+    codeformer_fidelity: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="CodeFormer w: 0 = quality, 1 = fidelity; also the strength of the built-in restorer's clean-up",
+    )
+    background_enhance: bool = Field(False, description="Upscale the background with Real-ESRGAN (else Lanczos)")
+    face_upsample: bool = Field(False, description="Also upscale the restored faces with Real-ESRGAN")
+    upscale: int = Field(1, ge=1, le=4, description="Output size factor (the output size is exact)")
+
+
+class SwapOptions(RestoreOptions):
+    """Options every swap endpoint takes (form fields on /faceswap and /swap_img, `options` on /swap_url)."""
 
     mode: Mode = Field(
         "one_to_one",
@@ -106,16 +122,35 @@ class SwapOptions(BaseModel):
         description="Restore the swapped faces with CodeFormer. Any enhancement option restores them: with GFPGAN "
         "when loaded (else the built-in restorer), or CodeFormer when this is true",
     )
-    codeformer_fidelity: float = Field(0.5, ge=0.0, le=1.0, description="CodeFormer w: 0 = quality, 1 = fidelity")
-    background_enhance: bool = Field(False, description="Upscale the background with Real-ESRGAN (else Lanczos)")
-    face_upsample: bool = Field(False, description="Also upscale the restored faces")
-    upscale: int = Field(1, ge=1, le=4, description="Output size factor")
-    backend: Backend | None = Field(None, description="auto = neural when its weights are loaded")
+    backend: Backend | None = Field(None, description="auto = neural when its weights are loaded; default "
+                                    "FACEAPI_DEFAULT_BACKEND")
     format: ImageFormat | None = Field(None, description="Output format; default from FACEAPI_OUTPUT_FORMAT")
 
     @property
     def enhances(self) -> bool:
         return self.use_codeformer or self.background_enhance or self.face_upsample or self.upscale > 1
+
+    def restoration(self) -> EnhanceOptions | None:
+        """The restoration these options ask for (None: none). Any enhancement option restores the swapped faces;
+        ``use_codeformer`` picks CodeFormer, else GFPGAN when loaded, else the built-in restorer."""
+        if not self.enhances:
+            return None
+        shared = RestoreOptions.model_fields
+        return EnhanceOptions(enhancer="codeformer" if self.use_codeformer else "auto",
+                              **{k: getattr(self, k) for k in shared})
+
+
+class EnhanceOptions(RestoreOptions):
+    """Options of /enhance (form fields)."""
+
+    enhancer: Enhancer = Field("auto", description="auto = GFPGAN when its weights are loaded, else builtin")
+    occlusion_mask: bool = Field(
+        False, description="Keep occluders (hands, hair, glasses) with XSeg (+ BiSeNet face regions when loaded)"
+    )
+    blend: float = Field(80, ge=0, le=100, description="Percent of restored face over the original")
+    backend: Backend | None = Field(None, description="Face detection backend when `faces` is not sent; default "
+                                    "FACEAPI_DEFAULT_BACKEND")
+    format: ImageFormat | None = Field(None, description="Output format; default from FACEAPI_OUTPUT_FORMAT")
 
 
 class SwapUrlRequest(BaseModel):

@@ -18,7 +18,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.services.enhance import EnhanceOptions, apply_enhancement, plan_enhancement
+from app.config import Settings
+from app.schemas import EnhanceOptions
+from app.services.enhance import apply_enhancement, plan_enhancement
 from bench.report import pct, table, time_ms, write
 from models.face import Face
 from models.hub import ModelHub
@@ -28,6 +30,8 @@ from tests.standins_enhance import make_enhance_weights
 COLUMNS = ["image", "restorer", "upscale", "background", "upscaler", "faces", "p50_ms", "p95_ms", "out_mpix"]
 MEM_COLUMNS = ["input", "upscale", "upscaler", "faces", "seconds", "numpy_peak_mb", "rss_before_mb", "rss_peak_mb",
                "output_mb"]
+
+MAX_OUTPUT_PIXELS = Settings().max_output_pixels
 
 
 def _faces(specs: list[standins.FaceSpec], s: float = 1.0, dx: float = 0, dy: float = 0) -> list[Face]:
@@ -63,7 +67,7 @@ def latency_rows(hub: ModelHub, repeat: int) -> list[dict[str, Any]]:
         cases += [("gfpgan", s, False) for s in (2, 3, 4)] + [("gfpgan", s, True) for s in (1, 2, 4)]
         for restorer, scale, background in cases:
             opts = EnhanceOptions(enhancer=restorer, upscale=scale, background_enhance=background)
-            plan = plan_enhancement(hub, opts, img.shape[1], img.shape[0])
+            plan = plan_enhancement(hub, opts, img.shape[1], img.shape[0], MAX_OUTPUT_PIXELS)
             samples, res = time_ms(lambda p=plan, i=img, f=faces: apply_enhancement(i, None, f, p), repeat)
             rows.append({"image": name, "restorer": restorer, "upscale": scale, "background": background,
                          "upscaler": res.upscaler, "faces": res.faces, "p50_ms": pct(samples, 50),
@@ -99,7 +103,7 @@ def memory_child(weights: str, scale: int) -> None:
     tracemalloc.start()
     t0 = time.perf_counter()
     plan = plan_enhancement(hub, EnhanceOptions(enhancer="gfpgan", upscale=scale, background_enhance=True),
-                            img.shape[1], img.shape[0])
+                            img.shape[1], img.shape[0], MAX_OUTPUT_PIXELS)
     res = apply_enhancement(img, None, faces, plan)
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import TypeAdapter, ValidationError
 
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, error_responses
-from app.routers.forms import reject_unknown_fields, validation_error
-from app.schemas import Backend, FaceOut, ImageFormat
-from app.services.enhance import EnhanceOptions, EnhanceRequest, enhance
+from app.routers.forms import options_form, validation_error
+from app.schemas import EnhanceOptions, FaceOut
+from app.services.enhance import enhance, enhance_request
 from app.uploads import read_upload
 
 router = APIRouter(tags=["enhance"])
-Enhancer = Literal["auto", "gfpgan", "codeformer", "builtin"]
-FIELDS = {"image", "faces", "enhancer", "codeformer_fidelity", "upscale", "background_enhance", "face_upsample",
-          "occlusion_mask", "blend", "format", "backend"}
 _FACES = TypeAdapter(list[FaceOut])
 
 
@@ -61,11 +58,12 @@ def parse_faces(raw: str, max_faces: int) -> tuple[list[FaceOut], tuple[int, int
     },
 )
 async def enhance_endpoint(
-    request: Request,
     hub: HubDep,
     pool: PoolDep,
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
+    options: Annotated[EnhanceOptions, Depends(options_form(EnhanceOptions, ("image",), query=False,
+                                                            extra_fields=("faces",)))],
     faces: Annotated[
         str | None,
         Form(description="Optional: the JSON /analyze returned for this image (or its `faces` list) to skip "
@@ -73,34 +71,10 @@ async def enhance_endpoint(
              examples=['{"width": 512, "height": 512, "faces": [{"bbox": [180, 150, 330, 330], "score": 0.99, '
                        '"kps": [[220, 220], [290, 220], [255, 260], [225, 295], [285, 295]]}]}']),
     ] = None,
-    enhancer: Annotated[Enhancer, Form(description="auto = GFPGAN when its weights are loaded, else builtin")] = "auto",
-    codeformer_fidelity: Annotated[float, Form(ge=0.0, le=1.0, description="CodeFormer w: 0 quality … 1 fidelity; "
-                                               "also the strength of the built-in restorer's clean-up")] = 0.5,
-    upscale: Annotated[int, Form(ge=1, le=4, description="Output size factor (exact)")] = 1,
-    background_enhance: Annotated[bool, Form(description="Upscale the background with Real-ESRGAN")] = False,
-    face_upsample: Annotated[bool, Form(description="Upscale restored faces with Real-ESRGAN too")] = False,
-    occlusion_mask: Annotated[bool, Form(description="Keep occluders (hands, hair, glasses) with XSeg (+ BiSeNet "
-                                         "face regions when loaded)")] = False,
-    blend: Annotated[float, Form(ge=0, le=100, description="Percent of restored face over the original")] = 80,
-    format: Annotated[ImageFormat | None, Form(description="Output format; default FACEAPI_OUTPUT_FORMAT")] = None,
-    backend: Annotated[Backend | None, Form(description="Face detection backend when `faces` is not sent")] = None,
 ) -> Response:
-    await reject_unknown_fields(request, FIELDS, query=False)
     parsed, size = parse_faces(faces, settings.max_faces) if faces is not None else (None, None)
-    req = EnhanceRequest(
-        data=await read_upload(image, "image", settings.max_upload_bytes),
-        options=EnhanceOptions(enhancer=enhancer, fidelity=codeformer_fidelity, upscale=upscale,
-                               background_enhance=background_enhance, face_upsample=face_upsample,
-                               occlusion_mask=occlusion_mask, blend=blend / 100.0,
-                               max_output_pixels=settings.max_output_pixels),
-        faces=parsed,
-        faces_size=size,
-        backend=backend or settings.default_backend,
-        format=format or settings.output_format,
-        quality=settings.jpeg_quality,
-        max_pixels=settings.max_image_pixels,
-    )
-    result = await pool.run(enhance, hub, req)
+    data = await read_upload(image, "image", settings.max_upload_bytes)
+    result = await pool.run(enhance, hub, enhance_request(settings, options, data, parsed, size))
     return Response(
         content=result.content,
         media_type=result.media_type,

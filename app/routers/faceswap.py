@@ -10,29 +10,13 @@ from app.config import Settings
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, error_responses
 from app.inference import InferencePool
-from app.routers.forms import swap_options
+from app.routers.forms import options_form
 from app.schemas import IMAGE_RESPONSE, SwapOptions
-from app.services.faceswap import SwapContext, SwapResult, swap
+from app.services.faceswap import SwapContext, SwapResult, swap, swap_context
 from app.uploads import read_upload
-from models.hub import ModelHub
 
 router = APIRouter(tags=["face swap"])
 RESPONSES = {**IMAGE_RESPONSE, **error_responses(413, 415, 422, 503)}
-
-
-def swap_context(hub: ModelHub, settings: Settings, options: SwapOptions, source_field: str,
-                 target_field: str) -> SwapContext:
-    return SwapContext(
-        hub=hub,
-        options=options.model_copy(update={"backend": options.backend or settings.default_backend}),
-        format=options.format or settings.output_format,
-        quality=settings.jpeg_quality,
-        max_pixels=settings.max_image_pixels,
-        max_output_pixels=settings.max_output_pixels,
-        min_similarity={"neural": settings.min_similarity_neural, "builtin": settings.min_similarity_builtin},
-        source_field=source_field,
-        target_field=target_field,
-    )
 
 
 async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,
@@ -69,7 +53,7 @@ async def faceswap_endpoint(
         File(description="Image(s) with the face to use. Send several to average the identity of their largest faces"),
     ],
     target_image: Annotated[UploadFile, File(description="Image whose faces are replaced")],
-    options: Annotated[SwapOptions, Depends(swap_options(("source_image", "target_image")))],
+    options: Annotated[SwapOptions, Depends(options_form(SwapOptions, ("source_image", "target_image")))],
 ) -> Response:
     ctx = swap_context(hub, settings, options, "source_image", "target_image")
     return await run_swap(pool, ctx, source_image, target_image, settings)
@@ -87,7 +71,7 @@ async def swap_img_endpoint(
     settings: SettingsDep,
     face: Annotated[list[UploadFile], File(description="Source image(s): the face(s) to use")],
     model: Annotated[UploadFile, File(description="Target image whose faces are replaced")],
-    options: Annotated[SwapOptions, Depends(swap_options(("face", "model")))],
+    options: Annotated[SwapOptions, Depends(options_form(SwapOptions, ("face", "model")))],
 ) -> Response:
     ctx = swap_context(hub, settings, options, "face", "model")
     return await run_swap(pool, ctx, face, model, settings)

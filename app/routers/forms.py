@@ -1,21 +1,19 @@
-"""Swap options as multipart form fields (or query parameters, as the seed clients send them)."""
+"""Job options as multipart form fields (or query parameters, as the seed clients send them), derived from the one
+pydantic model that declares them."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Form, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from app.errors import ApiError
-from app.schemas import Backend, Direction, ImageFormat, Mode, SwapOptions
 
-OPTION_FIELDS = tuple(SwapOptions.model_fields)
-
-
-def _describe(name: str) -> str:
-    return SwapOptions.model_fields[name].description or ""
+M = TypeVar("M", bound=BaseModel)
 
 
 async def reject_unknown_fields(request: Request, allowed: set[str], query: bool = True) -> None:
@@ -42,36 +40,40 @@ def validation_error(exc: ValidationError, prefix: str | None = None) -> ApiErro
     return ApiError(422, "invalid_field", f"{where}: {err['msg']}", where or None)
 
 
-def swap_options(file_fields: tuple[str, ...]) -> Callable[..., Awaitable[SwapOptions]]:
-    """A dependency that reads the swap options from form fields, else from the query string; refuses any field
-    the endpoint does not know (422 naming it) so a typo never silently falls back to a default."""
-    allowed = set(file_fields) | set(OPTION_FIELDS)
+def _form_param(name: str, info: FieldInfo) -> inspect.Parameter:
+    """One ``Form`` parameter mirroring a model field: its type, default, description and bounds, so /docs shows
+    the option as the model declares it."""
+    bounds = {attr: getattr(m, attr) for m in info.metadata
+              for attr in ("ge", "gt", "le", "lt", "min_length", "max_length") if getattr(m, attr, None) is not None}
+    form = Form(description=info.description, **bounds)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info.default,
+                             annotation=Annotated[info.annotation, form])
 
-    async def dependency(
-        request: Request,
-        mode: Annotated[Mode | None, Form(description=_describe("mode"))] = None,
-        direction: Annotated[Direction | None, Form(description=_describe("direction"))] = None,
-        face_refinement_steps: Annotated[
-            int | None, Form(ge=1, le=5, description=_describe("face_refinement_steps"))
-        ] = None,
-        use_codeformer: Annotated[bool | None, Form(description=_describe("use_codeformer"))] = None,
-        codeformer_fidelity: Annotated[
-            float | None, Form(ge=0.0, le=1.0, description=_describe("codeformer_fidelity"))
-        ] = None,
-        background_enhance: Annotated[bool | None, Form(description=_describe("background_enhance"))] = None,
-        face_upsample: Annotated[bool | None, Form(description=_describe("face_upsample"))] = None,
-        upscale: Annotated[int | None, Form(ge=1, le=4, description=_describe("upscale"))] = None,
-        backend: Annotated[Backend | None, Form(description=_describe("backend"))] = None,
-        format: Annotated[ImageFormat | None, Form(description=_describe("format"))] = None,
-    ) -> SwapOptions:
-        await reject_unknown_fields(request, allowed)
-        given = {k: v for k, v in locals().items() if k in OPTION_FIELDS and v is not None}
-        for key in OPTION_FIELDS:
-            if key not in given and key in request.query_params:
-                given[key] = request.query_params[key]
+
+def options_form(model: type[M], file_fields: tuple[str, ...], query: bool = True,
+                 extra_fields: tuple[str, ...] = ()) -> Callable[..., Awaitable[M]]:
+    """A dependency that reads ``model``'s fields from form fields (and, with ``query``, from query parameters, as
+    the seed clients send them) and validates them with the model itself. The Form parameters, and so the /docs
+    entries, are derived from the model: an option is declared once, on the model. Any field the endpoint does not
+    know (not an option, not one of ``file_fields`` or ``extra_fields``) is refused with 422 naming it, so a typo
+    never silently falls back to a default."""
+    names = tuple(model.model_fields)
+    allowed = set(file_fields) | set(names) | set(extra_fields)
+
+    async def dependency(request: Request, **values: Any) -> M:
+        await reject_unknown_fields(request, allowed, query=query)
+        form = await request.form()  # parsed once per request by Starlette; only fields actually sent count
+        given = {k: v for k, v in values.items() if k in form}
+        if query:
+            for key in names:
+                if key not in given and key in request.query_params:
+                    given[key] = request.query_params[key]
         try:
-            return SwapOptions.model_validate(given)
+            return model.model_validate(given)
         except ValidationError as exc:
             raise validation_error(exc) from None
 
+    params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
+    params += [_form_param(name, info) for name, info in model.model_fields.items()]
+    dependency.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return dependency

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, ErrorResponse
-from app.routers.faceswap import swap_context
 from app.schemas import SwapUrlError, SwapUrlRequest, SwapUrlResponse
+from app.services.faceswap import swap_context
 from app.services.swap_url import swap_url
 
 router = APIRouter(tags=["face swap"])

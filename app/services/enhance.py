@@ -8,28 +8,16 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.config import Settings
 from app.errors import ApiError, NoFaceError
 from app.media import decode_image, encode_image
-from app.schemas import FaceOut
+from app.schemas import EnhanceOptions, FaceOut
 from app.services.common import Timings, resolve_backend
 from models import align
 from models.face import Face
 from models.hub import BackendUnavailable, ModelHub
 from models.restore.enhance_pipeline import enhance_image
 from models.restore.upscaler import output_size
-
-
-@dataclass
-class EnhanceOptions:
-    enhancer: str = "auto"  # auto | gfpgan | codeformer | builtin
-    fidelity: float = 0.5
-    upscale: int = 1
-    background_enhance: bool = False
-    face_upsample: bool = False
-    occlusion_mask: bool = False
-    blend: float = 0.8
-    enhancer_field: str = "enhancer"
-    max_output_pixels: int = 160_000_000
 
 
 @dataclass
@@ -41,13 +29,13 @@ class Enhanced:
     faces: int
 
 
-def resolve_models(hub: ModelHub, opts: EnhanceOptions) -> tuple[str, Any, Any | None]:
-    """(restorer name, restorer, occlusion masker or None); 503 naming the option when a model is missing.
-    Called before any work, so a request that cannot be served fails fast."""
+def resolve_models(hub: ModelHub, opts: EnhanceOptions, field: str = "enhancer") -> tuple[str, Any, Any | None]:
+    """(restorer name, restorer, occlusion masker or None); 503 naming the option (``field`` for the restorer)
+    when a model is missing. Called before any work, so a request that cannot be served fails fast."""
     try:
         name, restorer = hub.restorer(opts.enhancer)
     except BackendUnavailable as exc:
-        raise ApiError(503, "backend_unavailable", str(exc), opts.enhancer_field) from None
+        raise ApiError(503, "backend_unavailable", str(exc), field) from None
     try:
         occlusion = hub.require_occlusion() if opts.occlusion_mask else None
     except BackendUnavailable as exc:
@@ -67,17 +55,18 @@ class EnhancePlan:
     upscaler: Any | None  # the Real-ESRGAN model, when background_enhance or face_upsample can use one
 
 
-def plan_enhancement(hub: ModelHub, opts: EnhanceOptions, width: int, height: int) -> EnhancePlan:
+def plan_enhancement(hub: ModelHub, opts: EnhanceOptions, width: int, height: int, max_output_pixels: int,
+                     field: str = "enhancer") -> EnhancePlan:
     """Resolve the models and check the sizes for a ``width`` × ``height`` picture: 503 naming the option for a
-    missing model, 413 for an output (or Real-ESRGAN working size) over the limit."""
-    name, restorer, occlusion = resolve_models(hub, opts)
-    check_output_size(width, height, opts.upscale, opts.max_output_pixels)
+    missing model, 413 for an output (or Real-ESRGAN working size) over ``max_output_pixels``."""
+    name, restorer, occlusion = resolve_models(hub, opts, field)
+    check_output_size(width, height, opts.upscale, max_output_pixels)
     model_up = hub.upscaler(opts.upscale) if (opts.background_enhance or opts.face_upsample) else None
     work = width * height * model_up.scale**2 if model_up is not None else 0
-    if opts.background_enhance and work > opts.max_output_pixels:
+    if opts.background_enhance and work > max_output_pixels:
         # the network works at its own scale before the result is resized to the requested one
         raise ApiError(413, "too_large", f"background_enhance runs Real-ESRGAN x{model_up.scale}: a {width}×{height} "
-                       f"image would pass through {work} pixels, over the output limit of {opts.max_output_pixels}",
+                       f"image would pass through {work} pixels, over the output limit of {max_output_pixels}",
                        "background_enhance")
     parser = hub.parser if opts.occlusion_mask else None
     return EnhancePlan(opts, name, restorer, occlusion, parser, model_up)
@@ -90,7 +79,7 @@ def apply_enhancement(img: np.ndarray, alpha: np.ndarray | None, faces: list[Fac
     out = enhance_image(
         img, faces, plan.restorer, model_up, scale=opts.upscale, background_enhance=opts.background_enhance,
         face_upsample=opts.face_upsample, occlusion=plan.occlusion, parser=plan.parser,
-        fidelity=opts.fidelity, blend=opts.blend,
+        fidelity=opts.codeformer_fidelity, blend=opts.blend / 100.0,
     )
     if alpha is not None and out.shape[:2] != alpha.shape:
         alpha = cv2.resize(alpha, output_size(img.shape, opts.upscale), interpolation=cv2.INTER_LANCZOS4)
@@ -135,14 +124,22 @@ def faces_from_json(faces: list[FaceOut], width: int, height: int) -> list[Face]
 @dataclass
 class EnhanceRequest:
     data: bytes
-    options: EnhanceOptions
+    options: EnhanceOptions  # backend and format already resolved against the settings (see ``enhance_request``)
     faces: list[FaceOut] | None = None  # None: detect
     faces_size: tuple[int, int] | None = None  # (width, height) the supplied faces were computed on
-    backend: str = "auto"
-    format: str = "png"
     quality: int = 95
     max_pixels: int = 40_000_000
+    max_output_pixels: int = 160_000_000
     field: str = "image"
+
+
+def enhance_request(settings: Settings, options: EnhanceOptions, data: bytes, faces: list[FaceOut] | None = None,
+                    faces_size: tuple[int, int] | None = None) -> EnhanceRequest:
+    """An enhance request with the server's defaults and limits filled in."""
+    options = options.model_copy(update={"backend": options.backend or settings.default_backend,
+                                         "format": options.format or settings.output_format})
+    return EnhanceRequest(data, options, faces, faces_size, quality=settings.jpeg_quality,
+                          max_pixels=settings.max_image_pixels, max_output_pixels=settings.max_output_pixels)
 
 
 @dataclass
@@ -158,7 +155,7 @@ def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
     t = Timings()
     with t.stage("decode"):
         img = decode_image(req.data, req.field, req.max_pixels)
-    plan = plan_enhancement(hub, req.options, img.width, img.height)
+    plan = plan_enhancement(hub, req.options, img.width, img.height, req.max_output_pixels)
     with t.stage("detect"):
         if req.faces is not None:
             if req.faces_size is not None and req.faces_size != (img.width, img.height):
@@ -166,12 +163,12 @@ def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
                                f"image, this one is {img.width}×{img.height}", "faces")
             faces, analysis = faces_from_json(req.faces, img.width, img.height), "supplied"
         else:
-            analysis = resolve_backend(hub, "analyze", req.backend)
+            analysis = resolve_backend(hub, "analyze", req.options.backend or "auto")
             faces = hub.analyser(analysis).get(img.bgr)
             if not faces:
                 raise NoFaceError(req.field, "; send faces=[] to upscale without restoring")
     with t.stage("enhance"):
         result = apply_enhancement(img.bgr, img.alpha, faces, plan)
     with t.stage("encode"):
-        content, media_type = encode_image(result.image, req.format, req.quality, result.alpha)
+        content, media_type = encode_image(result.image, req.options.format or "png", req.quality, result.alpha)
     return EnhanceResult(content, media_type, result, analysis, t)

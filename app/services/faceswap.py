@@ -6,11 +6,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from app.config import Settings
 from app.errors import NoFaceError
 from app.media import DecodedImage, decode_image, encode_image
 from app.schemas import SwapOptions
 from app.services.common import Timings, resolve_backend
-from app.services.enhance import EnhanceOptions, apply_enhancement, plan_enhancement, resolve_models
+from app.services.enhance import apply_enhancement, plan_enhancement, resolve_models
 from models.face import Face, best_face
 from models.hub import ModelHub
 from models.swap.pairing import Metric, match_by_iou, pair_faces
@@ -50,6 +51,25 @@ class SwapContext:
     @property
     def backend(self) -> str:
         return resolve_backend(self.hub, "faceswap", self.options.backend or "auto")
+
+
+ENHANCER_FIELD = "use_codeformer"  # the swap option a missing restorer is reported against
+
+
+def swap_context(hub: ModelHub, settings: Settings, options: SwapOptions, source_field: str = "source_image",
+                 target_field: str = "target_image") -> SwapContext:
+    """A swap's context with the server's defaults and limits filled in (every swap endpoint and job uses it)."""
+    return SwapContext(
+        hub=hub,
+        options=options.model_copy(update={"backend": options.backend or settings.default_backend}),
+        format=options.format or settings.output_format,
+        quality=settings.jpeg_quality,
+        max_pixels=settings.max_image_pixels,
+        max_output_pixels=settings.max_output_pixels,
+        min_similarity={"neural": settings.min_similarity_neural, "builtin": settings.min_similarity_builtin},
+        source_field=source_field,
+        target_field=target_field,
+    )
 
 
 def identity_metric(backend: str) -> Metric:
@@ -138,24 +158,11 @@ def encode(ctx: SwapContext, img: np.ndarray, alpha: np.ndarray | None, timings:
         return encode_image(img, ctx.format, ctx.quality, alpha)
 
 
-def enhance_options(ctx: SwapContext) -> EnhanceOptions | None:
-    """The restoration the swap options ask for (None: none). Any enhancement option restores the swapped faces;
-    ``use_codeformer`` picks CodeFormer, else GFPGAN when loaded, else the built-in restorer."""
-    opts = ctx.options
-    if not opts.enhances:
-        return None
-    return EnhanceOptions(
-        enhancer="codeformer" if opts.use_codeformer else "auto", fidelity=opts.codeformer_fidelity,
-        upscale=opts.upscale, background_enhance=opts.background_enhance, face_upsample=opts.face_upsample,
-        enhancer_field="use_codeformer", max_output_pixels=ctx.max_output_pixels,
-    )
-
-
 def check_enhancement(ctx: SwapContext) -> None:
     """Fail before any swap when the requested restoration cannot run (e.g. CodeFormer not downloaded)."""
-    enhance = enhance_options(ctx)
+    enhance = ctx.options.restoration()
     if enhance is not None:
-        resolve_models(ctx.hub, enhance)
+        resolve_models(ctx.hub, enhance, ENHANCER_FIELD)
 
 
 def swap(ctx: SwapContext, source_datas: list[bytes], target_data: bytes) -> SwapResult:
@@ -172,8 +179,10 @@ def swap_target(ctx: SwapContext, sources: Sources, target_data: bytes, timings:
     timings = timings if timings is not None else Timings()
     with timings.stage("decode"):
         target = decode_image(target_data, ctx.target_field, ctx.max_pixels)
-    enhance = enhance_options(ctx)
-    plan = plan_enhancement(ctx.hub, enhance, target.width, target.height) if enhance is not None else None
+    enhance = ctx.options.restoration()
+    plan = None
+    if enhance is not None:
+        plan = plan_enhancement(ctx.hub, enhance, target.width, target.height, ctx.max_output_pixels, ENHANCER_FIELD)
     out, placed = swap_faces(ctx, sources, target, timings)
     alpha, enhancer = target.alpha, None
     if plan is not None:
