@@ -62,6 +62,20 @@ class Settings(BaseSettings):
         25 * 1024 * 1024, ge=1024, description="Largest accepted upload per file, bytes (413 above)."
     )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, width × height (413 above).")
+
+    # video and audio (app/media)
+    max_video_seconds: float = Field(
+        600.0, gt=0, description="Longest accepted video or audio track, seconds (413 above; read from the header)."
+    )
+    max_video_pixels: int = Field(
+        3840 * 2160, ge=1, description="Largest accepted video frame, width × height (413 above; from the header)."
+    )
+    video_crf: int = Field(
+        18, ge=0, le=51, description="libx264 constant rate factor of output video: lower is better and bigger."
+    )
+    video_preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = Field("veryfast", description="libx264 preset of output video: slower presets make smaller files.")
     max_video_bytes: int = Field(
         2 * 1024**3, ge=1024, description="Largest accepted video upload, bytes (413 above)."
     )

@@ -1,0 +1,175 @@
+"""Streaming video processing: decoder thread → bounded queue → the caller's function → bounded queue → encoder
+thread. Memory holds at most a few queues' worth of frames whatever the clip's length."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.media.mux import AudioMode, AudioOutcome
+from app.media.video import VideoInfo, VideoLimits, iter_frames, probe_video
+from app.media.writer import VideoWriter
+
+FrameFn = Callable[[np.ndarray], np.ndarray]
+BatchFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
+Progress = Callable[[int, int], None]
+
+_END = object()
+_POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+
+
+class Canceled(Exception):
+    """Raised by a progress callback (or anything else) to stop :func:`process_video`; nothing is left behind."""
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What :func:`process_video` produced."""
+
+    path: Path
+    frames: int
+    duration: float  # seconds of output video
+    width: int
+    height: int
+    audio: AudioOutcome
+    source: VideoInfo
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put unless stopped; False when stopped."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> object:
+    while True:
+        try:
+            return q.get(timeout=_POLL)
+        except queue.Empty:
+            if stop.is_set():
+                return _END
+
+
+def process_video(
+    src: str | Path, dst: str | Path, *, per_frame: FrameFn | None = None, per_batch: BatchFn | None = None,
+    batch_size: int = 8, field: str = "video", limits: VideoLimits | None = None, start: float | None = None,
+    end: float | None = None, crf: int = 18, preset: str = "veryfast", audio_source: str | Path | None = None,
+    audio: AudioMode = "keep", progress: Progress | None = None, queue_size: int = 4, info: VideoInfo | None = None,
+) -> PipelineResult:
+    """Decode ``src``, run every frame through ``per_frame`` (one frame) or ``per_batch`` (up to ``batch_size``
+    frames, same count back), encode to the MP4 ``dst`` with the source's timing and its audio.
+
+    The processing function and ``progress(done, total)`` run in the calling thread; decoding and encoding run in
+    two threads with bounded queues (``queue_size`` items) between them, so memory does not grow with the clip.
+    ``total`` is the frame estimate from the header (``done`` may pass it). Any exception from the function or
+    the callback (e.g. :class:`Canceled`) stops both threads, removes the partial ``dst`` and propagates.
+    Frames keep the source timeline shifted so the output starts at ``start`` (default 0). Audio comes from
+    ``audio_source`` (default: ``src`` itself) trimmed the same way; see :class:`app.media.mux.AudioCarry` for
+    when it is copied, re-encoded, or refused (422 naming ``audio``). ``info`` skips probing when given.
+    Raises the probe's 413/415/422 for a bad ``src``.
+    """
+    if (per_frame is None) == (per_batch is None):
+        raise ValueError("pass exactly one of per_frame and per_batch")
+    info = info or probe_video(src, field, limits)
+    origin = float(start or 0.0)
+    total = info.frames
+    if start or end:
+        span = (end if end is not None else info.duration) - origin
+        total = max(0, int(round(span * float(info.fps))))
+    group = 1 if per_frame is not None else max(1, batch_size)
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=queue_size)
+    processed: queue.Queue = queue.Queue(maxsize=queue_size)
+    writer = VideoWriter(dst, info.fps, time_base=info.time_base if info.vfr else None, crf=crf, preset=preset,
+                         audio_source=src if audio_source is None else audio_source, audio=audio,
+                         audio_start=origin, audio_end=end)
+    written: list[object] = []
+
+    def decode() -> None:
+        try:
+            batch: list[tuple[np.ndarray, float]] = []
+            for frame, t in iter_frames(src, field, start, end):
+                batch.append((frame, t))
+                if len(batch) >= group:
+                    if not _put(decoded, batch, stop):
+                        return
+                    batch = []
+            if batch and not _put(decoded, batch, stop):
+                return
+            _put(decoded, _END, stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            _put(decoded, _Failure(exc), stop)
+
+    def encode() -> None:
+        try:
+            while True:
+                item = _get(processed, stop)
+                if item is _END or stop.is_set():
+                    break
+                for frame, t in item:  # type: ignore[attr-defined]
+                    writer.write(frame, t - origin)
+            if not stop.is_set():
+                written.append(writer.close())
+        except BaseException as exc:  # noqa: BLE001
+            written.append(_Failure(exc))
+            stop.set()
+
+    threads = [threading.Thread(target=decode, name="media-decode", daemon=True),
+               threading.Thread(target=encode, name="media-encode", daemon=True)]
+    for th in threads:
+        th.start()
+    done = 0
+    try:
+        while True:
+            item = _get(decoded, stop)
+            if isinstance(item, _Failure):
+                raise item.exc
+            if item is _END:
+                if stop.is_set() and written and isinstance(written[0], _Failure):
+                    raise written[0].exc
+                break
+            frames = [f for f, _ in item]  # type: ignore[attr-defined]
+            times = [t for _, t in item]  # type: ignore[attr-defined]
+            out = [per_frame(frames[0])] if per_frame is not None else list(per_batch(frames))  # type: ignore[misc]
+            if len(out) != len(frames):
+                raise ValueError(f"the batch function returned {len(out)} frames for {len(frames)}")
+            if not _put(processed, list(zip(out, times, strict=True)), stop):
+                break
+            done += len(out)
+            if progress is not None:
+                progress(done, total)
+        _put(processed, _END, stop)
+        threads[1].join()
+        if not written:
+            raise RuntimeError("the encoder stopped without a result")
+        if isinstance(written[0], _Failure):
+            raise written[0].exc
+        result = written[0]
+    except BaseException:
+        stop.set()
+        for th in threads:
+            th.join()
+        writer.abort()
+        with contextlib.suppress(OSError):
+            os.unlink(dst)
+        raise
+    threads[0].join()
+    return PipelineResult(Path(dst), result.frames, result.duration, result.width, result.height,  # type: ignore[attr-defined]
+                          result.audio, info)  # type: ignore[attr-defined]

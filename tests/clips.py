@@ -1,0 +1,116 @@
+"""Short synthetic clips and audio files written with PyAV itself (no network, no ffmpeg binary)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def pattern(width: int, height: int, i: int) -> np.ndarray:
+    """A BGR frame that differs from its neighbours: a gradient, a moving white bar, a frame-number stripe, and a
+    red top-left marker (so rotation is visible)."""
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = (x * 255 // max(width - 1, 1)).astype(np.uint8)
+    img[..., 1] = (y * 255 // max(height - 1, 1)).astype(np.uint8)
+    bar = (i * 4) % max(width - 8, 1)
+    img[:, bar: bar + 8] = 255
+    img[: max(height // 4, 2), : max(width // 4, 2)] = (0, 0, 255)
+    img[-4:, :] = (i * 17) % 256
+    return img
+
+
+def tone(seconds: float, rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:
+    """A sine tone, float32 (channels, samples), amplitude 0.3."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.repeat(wave[None, :], channels, axis=0)
+
+
+_AUDIO_CODEC = {"aac": ("aac", "fltp"), "mp3": ("libmp3lame", "fltp"), "opus": ("libopus", "flt"),
+                "flac": ("flac", "s16"), "pcm": ("pcm_s16le", "s16"), "vorbis": ("vorbis", "fltp")}
+
+
+def _encode_audio(out: av.container.OutputContainer, codec: str, seconds: float, rate: int, channels: int) -> list:
+    name, fmt = _AUDIO_CODEC[codec]
+    layout = "mono" if channels == 1 else "stereo"
+    stream = out.add_stream(name, rate=rate, layout=layout)
+    if codec == "vorbis":
+        stream.codec_context.options = {"strict": "experimental"}
+    samples = tone(seconds, rate, channels)
+    chunks = []
+    step = 1024
+    for s in range(0, samples.shape[1], step):
+        piece = samples[:, s: s + step]
+        if fmt == "s16":
+            arr = (piece * 32767).astype(np.int16)
+            arr = arr.T.reshape(1, -1)
+        elif fmt == "flt":
+            arr = piece.T.reshape(1, -1).copy()
+        else:
+            arr = piece.copy()
+        frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, s, Fraction(1, rate)
+        chunks.append(frame)
+    return [stream, chunks]
+
+
+def write_clip(
+    path: str | Path, *, size: tuple[int, int] = (96, 64), fps: Fraction | int = 25, seconds: float = 1.0,
+    audio: str | None = None, audio_rate: int = 48000, rotation: int = 0, vfr: bool = False,
+    container: str = "mp4", codec: str = "libx264",
+) -> Path:
+    """Write a clip: ``seconds`` of :func:`pattern` frames at ``fps`` (or, with ``vfr``, alternating 1/fps and
+    2/fps frame durations on a 1/90000 time base), an optional tone in ``audio`` codec, and an optional display
+    rotation (counter-clockwise degrees, as a phone would set). Returns the path."""
+    path = Path(path)
+    fps = Fraction(fps)
+    w, h = size
+    out = av.open(str(path), "w", format=container)
+    vs = out.add_stream(codec, rate=fps)
+    vs.width, vs.height = w, h
+    vs.pix_fmt = "yuv444p" if (w | h) & 1 and codec == "libx264" else "yuv420p"  # x264 4:2:0 needs even sides
+    tb = Fraction(1, 90000) if vfr else 1 / fps
+    vs.time_base = tb
+    vs.codec_context.time_base = tb
+    if rotation:
+        vs.set_display_rotation(rotation)
+    audio_parts = _encode_audio(out, audio, seconds, audio_rate, 2) if audio else None
+    t, i = Fraction(0), 0
+    while t < Fraction(seconds).limit_denominator(1000) - Fraction(1, 100000):
+        frame = av.VideoFrame.from_ndarray(pattern(w, h, i), format="bgr24")
+        frame.pts, frame.time_base = int(t / tb), tb
+        for p in vs.encode(frame):
+            out.mux(p)
+        t += (1 / fps) * (2 if vfr and i % 2 else 1)
+        i += 1
+    for p in vs.encode(None):
+        out.mux(p)
+    if audio_parts:
+        stream, frames = audio_parts
+        for frame in frames:
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    out.close()
+    return path
+
+
+def write_audio(path: str | Path, codec: str, seconds: float = 1.0, rate: int = 44100, channels: int = 1) -> Path:
+    """A tone as a plain audio file: codec ``pcm`` → WAV, ``flac`` → FLAC, ``mp3`` → MP3, ``aac`` → ADTS,
+    ``opus`` → Ogg."""
+    path = Path(path)
+    fmt = {"pcm": "wav", "flac": "flac", "mp3": "mp3", "aac": "adts", "opus": "ogg", "vorbis": "ogg"}[codec]
+    out = av.open(str(path), "w", format=fmt)
+    stream, frames = _encode_audio(out, codec, seconds, rate, channels)
+    for frame in frames:
+        for p in stream.encode(frame):
+            out.mux(p)
+    for p in stream.encode(None):
+        out.mux(p)
+    out.close()
+    return path
