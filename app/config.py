@@ -106,6 +106,25 @@ class Settings(BaseSettings):
         160_000_000, ge=1, description="Largest image an upscale may produce, width × height (413 above)."
     )
 
+    # jobs (long work: Prefer: respond-async, /jobs)
+    data_dir: Path = Field(
+        Path("data"), description="Job records (SQLite, WAL), inputs and results; shared by every worker process."
+    )
+    job_concurrency: int = Field(1, ge=1, le=64, description="Jobs one worker process runs at once (in threads).")
+    job_queue: int = Field(
+        32, ge=1, le=100_000, description="Queued jobs allowed in total (all workers) before a submit gets 503."
+    )
+    job_ttl: int = Field(
+        86_400, ge=1, description="Seconds a finished job (record, inputs, result) is kept; queued jobs expire too."
+    )
+    job_heartbeat_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="Seconds without a heartbeat (sent every 0.25 s) after which a running job's worker is taken "
+        "for dead and the job fails with `interrupted`; a dead worker pid on the same host is noticed at once.",
+    )
+    job_webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed delivery.")
+    job_webhook_timeout: float = Field(5.0, gt=0, le=120, description="Seconds one webhook delivery may take.")
+
     # output
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpeg and webp output.")

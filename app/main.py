@@ -14,8 +14,10 @@ from app.config import Settings, get_settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.inference import InferencePool
+from app.jobs.kinds import KINDS
+from app.jobs.service import JobService
 from app.observability import RequestIdMiddleware, setup_logging
-from app.routers import analyze, enhance, faceswap, health, swap_url
+from app.routers import analyze, enhance, faceswap, health, jobs, swap_url
 from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware, body_caps, use_temp_dir
 from models.hub import ModelHub
@@ -63,8 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub = hub
         app.state.bucket, app.state.bucket_error = open_bucket(settings)
         hub.start_loading()
+        app.state.jobs = JobService(settings, hub, KINDS)  # store + runner + sweeper of this worker
+        app.state.jobs.start()
         logging.getLogger("app").info("worker started", extra={"jobs": settings.enabled_jobs})
         yield
+        app.state.jobs.stop()
 
     app = FastAPI(title="Face studio", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
@@ -73,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, analyze.router, faceswap.router, swap_url.router, enhance.router):
+    for router in (health.router, analyze.router, faceswap.router, swap_url.router, enhance.router, jobs.router):
         app.include_router(router)
     return app
 

@@ -1,0 +1,82 @@
+"""The registered job kinds: the sync endpoints' work, run by the job runner with progress and cancel checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from app.jobs.registry import InputSpec, JobContext, JobKind, JobOutput
+from app.schemas import SwapOptions
+
+_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+
+
+class _Checked:
+    """Delegates to ``inner``; model calls first check whether the job was canceled, so a multi-pass swap or
+    enhancement stops between its detector/swapper/restorer calls rather than at the end."""
+
+    _CALLS = ("get", "embed", "restore", "upscale", "enhance", "mask", "run")
+
+    def __init__(self, inner: Any, check: Callable[[], None]) -> None:
+        self._inner = inner
+        self._check = check
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name in self._CALLS and callable(value):
+            def checked(*args: Any, **kwargs: Any) -> Any:
+                self._check()
+                return value(*args, **kwargs)
+
+            return checked
+        return value
+
+
+class CheckingHub(_Checked):
+    def analyser(self, backend: str) -> Any:
+        return _Checked(self._inner.analyser(backend), self._check)
+
+    def swapper(self, backend: str) -> Any:
+        return _Checked(self._inner.swapper(backend), self._check)
+
+
+def _write(ctx: JobContext, content: bytes, media_type: str) -> JobOutput:
+    path = ctx.workdir / f"result{_EXT.get(media_type, '.bin')}"
+    path.write_bytes(content)
+    return JobOutput(path, media_type)
+
+
+def run_faceswap(ctx: JobContext) -> JobOutput:
+    from app.services.faceswap import swap, swap_context
+
+    ctx.progress(0, 1)
+    options: SwapOptions = ctx.options  # type: ignore[assignment]
+    sources = [p.read_bytes() for p in ctx.inputs["source_image"]]
+    target = ctx.inputs["target_image"][0].read_bytes()
+    sctx = swap_context(CheckingHub(ctx.hub, ctx.check), ctx.settings, options,  # type: ignore[arg-type]
+                        "source_image", "target_image")
+    result = swap(sctx, sources, target)
+    ctx.check()
+    out = _write(ctx, result.content, result.media_type)
+    out.headers = {"X-Face-Backend": result.backend, "X-Faces-Swapped": str(result.faces_swapped),
+                   "Server-Timing": result.timings.header()}
+    if result.enhancer:
+        out.headers["X-Face-Enhancer"] = result.enhancer
+    ctx.progress(1, 1)
+    return out
+
+
+FACESWAP = JobKind(
+    name="faceswap",
+    options=SwapOptions,
+    inputs={
+        "source_image": InputSpec("image", multiple=True, max_count_setting="max_source_images",
+                                  description="Image(s) with the face to use"),
+        "target_image": InputSpec("image", description="Image whose faces are replaced"),
+    },
+    run=run_faceswap,
+    unit="steps",
+    summary="Face swap as a job (the work of POST /faceswap)",
+)
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP,)}
