@@ -100,11 +100,15 @@ def write_clip(
     return path
 
 
-def write_audio(path: str | Path, codec: str, seconds: float = 1.0, rate: int = 44100, channels: int = 1) -> Path:
+def write_audio(
+    path: str | Path, codec: str, seconds: float = 1.0, rate: int = 44100, channels: int = 1,
+    container: str | None = None,
+) -> Path:
     """A tone as a plain audio file: codec ``pcm`` → WAV, ``flac`` → FLAC, ``mp3`` → MP3, ``aac`` → ADTS,
-    ``opus`` → Ogg."""
+    ``opus``/``vorbis`` → Ogg, unless ``container`` names another (``mp4`` makes an audio-only .m4a-like file)."""
     path = Path(path)
-    fmt = {"pcm": "wav", "flac": "flac", "mp3": "mp3", "aac": "adts", "opus": "ogg", "vorbis": "ogg"}[codec]
+    default = {"pcm": "wav", "flac": "flac", "mp3": "mp3", "aac": "adts", "opus": "ogg", "vorbis": "ogg"}
+    fmt = container or default[codec]
     out = av.open(str(path), "w", format=fmt)
     stream, frames = _encode_audio(out, codec, seconds, rate, channels)
     for frame in frames:
