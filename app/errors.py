@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("app.errors")
@@ -61,6 +61,15 @@ class ServiceUnavailableError(ApiError):
     def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         super().__init__(503, code, message, None, headers)
+
+
+def validation_error(exc: ValidationError, prefix: str | None = None) -> ApiError:
+    """The first error of a pydantic validation as a 422 naming its field (``prefix`` for nested documents)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    if prefix is not None:
+        return ApiError(422, "invalid_field", f"{prefix}[{where}]: {err['msg']}", prefix)
+    return ApiError(422, "invalid_field", f"{where}: {err['msg']}", where or None)
 
 
 def error_json(

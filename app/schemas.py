@@ -151,6 +151,13 @@ class EnhanceOptions(RestoreOptions):
     backend: Backend | None = Field(None, description="Face detection backend when `faces` is not sent; default "
                                     "FACEAPI_DEFAULT_BACKEND")
     format: ImageFormat | None = Field(None, description="Output format; default from FACEAPI_OUTPUT_FORMAT")
+    faces: str | None = Field(
+        None, max_length=1024 * 1024,
+        description="Optional: the JSON /analyze returned for this image (or its `faces` list) to skip detection; "
+        "`[]` upscales without restoring any face",
+        examples=['{"width": 512, "height": 512, "faces": [{"bbox": [180, 150, 330, 330], "score": 0.99, '
+                  '"kps": [[220, 220], [290, 220], [255, 260], [225, 295], [285, 295]]}]}'],
+    )
 
 
 class SwapUrlRequest(BaseModel):

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 
 from app.config import Settings
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, error_responses
 from app.inference import InferencePool
+from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import IMAGE_RESPONSE, SwapOptions
 from app.services.faceswap import SwapContext, SwapResult, swap, swap_context
 from app.uploads import read_upload
 
 router = APIRouter(tags=["face swap"])
-RESPONSES = {**IMAGE_RESPONSE, **error_responses(413, 415, 422, 503)}
+RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(413, 415, 422, 503)}
 
 
 async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,
@@ -45,6 +46,7 @@ async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFi
     responses=RESPONSES,
 )
 async def faceswap_endpoint(
+    request: Request,
     hub: HubDep,
     pool: PoolDep,
     settings: SettingsDep,
@@ -55,6 +57,9 @@ async def faceswap_endpoint(
     target_image: Annotated[UploadFile, File(description="Image whose faces are replaced")],
     options: Annotated[SwapOptions, Depends(options_form(SwapOptions, ("source_image", "target_image")))],
 ) -> Response:
+    if wants_async(request):
+        return await submit(request, "faceswap", options, {"source_image": source_image,
+                                                            "target_image": [target_image]})
     ctx = swap_context(hub, settings, options, "source_image", "target_image")
     return await run_swap(pool, ctx, source_image, target_image, settings)
 
@@ -66,6 +71,7 @@ async def faceswap_endpoint(
     responses=RESPONSES,
 )
 async def swap_img_endpoint(
+    request: Request,
     hub: HubDep,
     pool: PoolDep,
     settings: SettingsDep,
@@ -73,5 +79,7 @@ async def swap_img_endpoint(
     model: Annotated[UploadFile, File(description="Target image whose faces are replaced")],
     options: Annotated[SwapOptions, Depends(options_form(SwapOptions, ("face", "model")))],
 ) -> Response:
+    if wants_async(request):  # the same job as /faceswap: its inputs are named source_image and target_image
+        return await submit(request, "faceswap", options, {"source_image": face, "target_image": [model]})
     ctx = swap_context(hub, settings, options, "face", "model")
     return await run_swap(pool, ctx, face, model, settings)

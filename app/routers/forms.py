@@ -11,7 +11,7 @@ from fastapi import Form, Request
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from app.errors import ApiError
+from app.errors import ApiError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,15 +29,6 @@ async def reject_unknown_fields(request: Request, allowed: set[str], query: bool
             where = "a form field" if key in allowed else "an unknown field"
             raise ApiError(422, "unknown_field", f"query parameter {key!r} is {where}; send options as form fields",
                            key)
-
-
-def validation_error(exc: ValidationError, prefix: str | None = None) -> ApiError:
-    """The first error of a pydantic validation as a 422 naming its field (``prefix`` for nested documents)."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    if prefix is not None:
-        return ApiError(422, "invalid_field", f"{prefix}[{where}]: {err['msg']}", prefix)
-    return ApiError(422, "invalid_field", f"{where}: {err['msg']}", where or None)
 
 
 def _form_param(name: str, info: FieldInfo) -> inspect.Parameter:

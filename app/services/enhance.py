@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from app.config import Settings
-from app.errors import ApiError, NoFaceError
+from app.errors import ApiError, NoFaceError, validation_error
 from app.media import decode_image, encode_image
 from app.schemas import EnhanceOptions, FaceOut
 from app.services.common import Timings, resolve_backend
@@ -94,6 +96,34 @@ def check_output_size(width: int, height: int, scale: int, limit: int) -> None:
     if width * scale * height * scale > limit:
         raise ApiError(413, "too_large", f"upscale {scale} of a {width}×{height} image gives "
                        f"{width * scale * height * scale} pixels, over the output limit of {limit}", "upscale")
+
+
+_FACES = TypeAdapter(list[FaceOut])
+
+
+def parse_faces(raw: str, max_faces: int) -> tuple[list[FaceOut], tuple[int, int] | None]:
+    """``faces`` is the JSON /analyze returns (``{"width", "height", "faces": [...]}``) or just its list."""
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_field", f"faces is not JSON: {exc.msg} at position {exc.pos}", "faces") from None
+    size = None
+    if isinstance(doc, dict):
+        if "faces" not in doc:
+            raise ApiError(422, "invalid_field", "faces must be the /analyze JSON or its `faces` list", "faces")
+        if "width" in doc and "height" in doc:
+            try:
+                size = (int(doc["width"]), int(doc["height"]))
+            except (TypeError, ValueError):
+                raise ApiError(422, "invalid_field", "faces: width and height must be integers", "faces") from None
+        doc = doc["faces"]
+    if isinstance(doc, list) and len(doc) > max_faces:
+        raise ApiError(422, "invalid_field", f"faces lists {len(doc)} faces; at most {max_faces} "
+                       "(FACEAPI_MAX_FACES)", "faces")
+    try:
+        return _FACES.validate_python(doc), size
+    except ValidationError as exc:
+        raise validation_error(exc, "faces") from None
 
 
 def faces_from_json(faces: list[FaceOut], width: int, height: int) -> list[Face]:
