@@ -14,6 +14,7 @@ def main() -> None:
     fs.add_argument("--workers", type=int, default=2, help="uvicorn workers of the benchmarked server")
     en = sub.add_parser("enhance", help="latency per restorer and upscale factor, peak memory of a 4K upscale")
     en.add_argument("--repeat", type=int, default=3, help="repetitions per case (median reported)")
+    sub.add_parser("media", help="720p decode/encode fps vs raw PyAV, pipeline throughput, peak RSS of 10 s/60 s")
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
@@ -23,6 +24,10 @@ def main() -> None:
         from bench import enhance
 
         enhance.main(args)
+    elif args.name == "media":
+        from bench import media
+
+        media.main(args)
 
 
 if __name__ == "__main__":
