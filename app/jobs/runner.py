@@ -168,14 +168,17 @@ class Runner:
             values["progress_done"], values["progress_total"] = active.progress
         if error is not None:
             values.update(error_code=error[0], error_message=error[1], error_field=error[2])
+        # Files first, so a client that sees the final state never finds the job's temp files still there.
+        if state == SUCCEEDED:
+            svc.files.remove_scratch(job_id)  # the result stays until the TTL
+        else:
+            svc.files.remove_job(job_id)
         try:
             final = svc.store.finish(job_id, self.worker, state, **values)
         except Exception:  # noqa: BLE001
             log.exception("job finish failed", extra={"job_id": job_id})
             final = None
-        if final is not None and state == SUCCEEDED:
-            svc.files.remove_scratch(job_id)  # the result stays until the TTL
-        else:
+        if final is None:  # deleted meanwhile, or marked interrupted by another worker: nothing of it stays
             svc.files.remove_job(job_id)
         if final is not None:
             if state != SUCCEEDED:

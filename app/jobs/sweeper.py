@@ -63,10 +63,10 @@ class Sweeper:
             if not (stale or dead):
                 continue
             why = "its worker process died" if dead else f"its worker sent no heartbeat for over {timeout:g} s"
+            svc.files.remove_job(rec.id)  # before the state says so: a client seeing `failed` finds no files
             final = svc.store.finish(rec.id, rec.worker, FAILED, error_code="interrupted",
                                      error_message=f"the job was interrupted: {why}", error_field=None)
             if final is not None:
-                svc.files.remove_job(rec.id)
                 log.warning("job interrupted", extra={"job_id": rec.id, "kind": rec.kind, "worker": rec.worker,
                                                       "reason": why})
                 svc.notify(final)
