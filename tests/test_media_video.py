@@ -118,19 +118,24 @@ def test_variable_frame_rate_timing_survives(clips: Path) -> None:
     assert probe_video(res.path, "video").vfr
 
 
-def test_rotation_is_applied_to_pixels(clips: Path) -> None:
-    src = write_clip(clips / "rot.mp4", size=(96, 64), seconds=0.4, rotation=90)
+@pytest.mark.parametrize(("rotation", "marker"), [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")])
+def test_rotation_is_applied_to_pixels(clips: Path, rotation: int, marker: str) -> None:
+    src = write_clip(clips / f"rot{rotation}.mp4", size=(96, 64), seconds=0.4, rotation=rotation)
     info = probe_video(src, "video")
-    assert (info.rotation, info.width, info.height, info.coded_size) == (90, 64, 96, (96, 64))
+    turned = rotation % 360 in (90, 270)
+    assert info.rotation == rotation % 360 and info.coded_size == (96, 64)
+    assert (info.width, info.height) == ((64, 96) if turned else (96, 64))
     frame, _ = next(iter(iter_frames(src)))
-    assert frame.shape == (96, 64, 3)
-    # the red marker (top-left as coded) shows at the bottom-left once turned 90° counter-clockwise
-    bottom_left, top_left = frame[-10:, :8].reshape(-1, 3).mean(0), frame[:8, :8].reshape(-1, 3).mean(0)
-    assert bottom_left[2] > 180 and bottom_left[1] < 80
-    assert top_left[2] < 180
-    res = _identity(src, clips / "rot.out.mp4")
+    assert frame.shape == ((96, 64, 3) if turned else (64, 96, 3))
+    # the red marker, top-left as coded, lands where a player shows it
+    corners = {"top-left": frame[:8, :8], "bottom-left": frame[-8:, :8], "top-right": frame[:8, -8:],
+               "bottom-right": frame[-8:, -8:]}
+    for name, patch in corners.items():
+        red = patch.reshape(-1, 3).mean(0)
+        assert (red[2] > 180 and red[1] < 80) == (name == marker), name
+    res = _identity(src, clips / f"rot{rotation}.out.mp4")
     out = probe_video(res.path, "video")
-    assert (out.rotation, out.width, out.height) == (0, 64, 96)  # upright pixels, no matrix left to apply
+    assert (out.rotation, out.width, out.height) == (0, info.width, info.height)  # upright pixels, no matrix left
 
 
 def test_odd_sizes_are_padded_by_one_repeated_pixel(clips: Path) -> None:
