@@ -30,7 +30,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _weights_context(args: argparse.Namespace):
-    from models.weights import load_manifest
+    from app.weights.manifest import load_manifest
 
     s = get_settings()
     weights_dir = Path(args.dir) if args.dir else Path(s.weights_dir)
@@ -70,7 +70,7 @@ def _cmd_weights_list(args: argparse.Namespace) -> int:
     print(f"enabled jobs: {', '.join(enabled) or '-'}  (FACEAPI_ENABLED_JOBS)")
     missing = manifest.missing(weights_dir, enabled)
     if missing:
-        from models.weights import download_command
+        from app.weights.manifest import download_command
 
         print(f"missing required weights: {', '.join(e.name for e in missing)}")
         print(f"fetch them with: {download_command(missing)}")
@@ -86,7 +86,8 @@ def _resolve(manifest, names: list[str], include_optional: bool):
 
 
 def _cmd_weights_download(args: argparse.Namespace) -> int:
-    from models.weights import WeightsError, download
+    from app.weights.download import download
+    from app.weights.manifest import WeightsError
 
     manifest, weights_dir, enabled = _weights_context(args)
     if args.names:
@@ -114,7 +115,7 @@ def _cmd_weights_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights_verify(args: argparse.Namespace) -> int:
-    from models.weights import Status, verify
+    from app.weights.download import Status, verify
 
     manifest, weights_dir, enabled = _weights_context(args)
     if args.names:

@@ -9,8 +9,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-JOBS = ("analyze", "faceswap", "enhance", "lipsync", "genderswap")
-Job = Literal["analyze", "faceswap", "enhance", "lipsync", "genderswap"]
+from models.registry import JOB_NAMES
+
+JOBS = JOB_NAMES  # models/registry.py
+Job = Literal[JOB_NAMES]  # type: ignore[valid-type]
 
 
 class Settings(BaseSettings):

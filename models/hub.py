@@ -1,4 +1,4 @@
-"""The model registry: which weights are present, which execution providers run them, what is loaded.
+"""The model hub: loads the families ``models/registry.py`` lists for the enabled jobs and reports what loaded.
 
 Built once per server process (in the FastAPI lifespan). It never downloads: missing weights are reported
 with the exact ``python -m app weights download …`` command that fetches them.
@@ -6,30 +6,27 @@ with the exact ``python -m app weights download …`` command that fetches them.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
 
-from models.base import Analyser, Swapper
+from models.base import Analyser, LoadSpec, Model, Occluder, Parser, Restorer, Swapper, Upscaler
+from models.registry import (
+    FAMILIES,
+    IMPLEMENTED_JOBS,
+    JOBS,
+    Family,
+    families_for,
+    fetch_command,
+    files_needed,
+    weights_providing,
+)
 
 log = logging.getLogger("models.hub")
-
-# Files (relative to the weights dir) each neural backend needs, per job.
-NEURAL_ANALYSIS_FILES = ("buffalo_l/det_10g.onnx", "buffalo_l/w600k_r50.onnx")
-RESTORER_FILES = {"gfpgan": "gfpgan_1.4.onnx", "codeformer": "codeformer.onnx"}
-UPSCALER_FILES = {2: "real_esrgan_x2.onnx", 4: "real_esrgan_x4.onnx"}
-OCCLUSION_FILE = "xseg_1.onnx"
-PARSER_FILE = "bisenet_resnet_34.onnx"
-NEURAL_FILES: dict[str, tuple[str, ...]] = {
-    "analyze": NEURAL_ANALYSIS_FILES,
-    "faceswap": (*NEURAL_ANALYSIS_FILES, "inswapper_128.onnx"),
-    "enhance": (RESTORER_FILES["gfpgan"],),
-}
-# Jobs this version serves.
-IMPLEMENTED_JOBS = ("analyze", "faceswap", "enhance")
 
 
 class BackendUnavailable(Exception):
@@ -44,7 +41,7 @@ class BackendUnavailable(Exception):
 class ModelStatus:
     name: str
     backend: str
-    kind: str  # analyser | swapper
+    kind: str  # a registry kind: analyser | swapper | restorer | upscaler | mask
     loaded: bool = False
     load_seconds: float | None = None
     error: str | None = None
@@ -68,12 +65,8 @@ class ModelHub:
         self.det_thresh = det_thresh
         self.builtin_upsample = builtin_upsample
         self.providers: list[str] = []
-        self.analysers: dict[str, Analyser] = {}
-        self.swappers: dict[str, Swapper] = {}
-        self.restorers: dict[str, Any] = {}  # "gfpgan" | "codeformer" | "builtin"
-        self.upscalers: dict[int, Any] = {}  # native scale → Real-ESRGAN
-        self.occlusion: Any | None = None  # XSeg
-        self.parser: Any | None = None  # BiSeNet
+        # kind → slot key → model, filled from the registry (slot keys: backend, restorer name, scale, mask role)
+        self.loaded: dict[str, dict[str, Model]] = {}
         self.statuses: list[ModelStatus] = []
         self.ready = False
         self.loading = False
@@ -92,22 +85,29 @@ class ModelHub:
         self.loading = True
         try:
             self.providers = resolve_providers(self.provider_pref)
-            wanted = [j for j in self.jobs if j in NEURAL_FILES]
-            if wanted:
-                self._load_builtin()
-                self._load_neural(need_swapper="faceswap" in wanted)
-            if "enhance" in wanted or "faceswap" in wanted:  # swaps take enhancement options too
-                self._load_enhance()
+            for family in families_for(self.jobs):
+                if all((self.weights_dir / f).is_file() for f in family.files):
+                    self._load_family(family)
         except Exception:  # noqa: BLE001 - reported through /models and /readyz, never a dead worker
             log.exception("model loading failed")
         finally:
             self.loading = False
             self.ready = True
 
-    def _load_one(self, status: ModelStatus, factory: Any) -> Any | None:
+    def _load_family(self, family: Family) -> None:
+        status = ModelStatus(family.name, family.backend, family.kind,
+                             files=list(family.files or family.shown_files))
         t0 = time.perf_counter()
+        model: Model | None
         try:
-            model = factory()
+            module, _, cls_name = (family.loader or "").partition(":")
+            cls = getattr(importlib.import_module(module), cls_name)
+            root = family.root or (family.files[0] if family.files else None)
+            spec = LoadSpec(
+                path=self.weights_dir / root if root else None, providers=self.providers, options=dict(family.options),
+                det_size=self.det_size, det_thresh=self.det_thresh, builtin_upsample=self.builtin_upsample,
+            )
+            model = cast(Model, cls.load(spec))
             model.prepare()
         except Exception as exc:  # noqa: BLE001 - a broken model file must not take the worker down
             status.error = f"{type(exc).__name__}: {exc}"
@@ -117,102 +117,43 @@ class ModelHub:
         status.loaded = model is not None
         self.statuses.append(status)
         if model is not None:
+            self.loaded.setdefault(family.kind, {})[family.key] = model
             log.info("model loaded", extra={"model": status.name, "seconds": status.load_seconds})
-        return model
 
-    def _load_builtin(self) -> None:
-        from models.analysis.dlib_analyser import DlibAnalyser
-        from models.swap.classical_swap import ClassicalSwapper
+    def _slot(self, kind: str) -> dict[str, Model]:
+        return self.loaded.get(kind, {})
 
-        analyser = self._load_one(
-            ModelStatus("dlib_analyser", "builtin", "analyser", files=["face-recognition-models (package)"]),
-            lambda: DlibAnalyser(upsample=self.builtin_upsample),
-        )
-        if analyser is not None:
-            self.analysers["builtin"] = analyser
-        if "faceswap" in self.jobs:
-            swapper = self._load_one(ModelStatus("classical_swap", "builtin", "swapper"), ClassicalSwapper)
-            if swapper is not None:
-                self.swappers["builtin"] = swapper
+    @property
+    def analysers(self) -> dict[str, Analyser]:
+        return cast(dict[str, Analyser], self._slot("analyser"))
 
-    def _load_neural(self, need_swapper: bool) -> None:
-        if self._present(NEURAL_ANALYSIS_FILES):
-            from models.analysis.neural_analyser import NeuralAnalyser
+    @property
+    def swappers(self) -> dict[str, Swapper]:
+        return cast(dict[str, Swapper], self._slot("swapper"))
 
-            analyser = self._load_one(
-                ModelStatus("buffalo_l", "neural", "analyser", files=list(NEURAL_ANALYSIS_FILES)),
-                lambda: NeuralAnalyser(
-                    self.weights_dir / "buffalo_l", self.providers, det_size=self.det_size, det_thresh=self.det_thresh
-                ),
-            )
-            if analyser is not None:
-                self.analysers["neural"] = analyser
-        if need_swapper and self._present(("inswapper_128.onnx",)):
-            from models.swap.inswapper import InSwapper
+    @property
+    def restorers(self) -> dict[str, Restorer]:
+        return cast(dict[str, Restorer], self._slot("restorer"))
 
-            swapper = self._load_one(
-                ModelStatus("inswapper_128", "neural", "swapper", files=["inswapper_128.onnx"]),
-                lambda: InSwapper(self.weights_dir / "inswapper_128.onnx", self.providers),
-            )
-            if swapper is not None:
-                self.swappers["neural"] = swapper
+    @property
+    def upscalers(self) -> dict[int, Upscaler]:
+        return {int(k): cast(Upscaler, m) for k, m in self._slot("upscaler").items()}
 
-    def _load_enhance(self) -> None:
-        from models.restore.builtin_enhance import BuiltinRestorer
+    @property
+    def occlusion(self) -> Occluder | None:
+        return cast(Occluder | None, self._slot("mask").get("occlusion"))
 
-        builtin = self._load_one(ModelStatus("builtin_restorer", "builtin", "restorer"), BuiltinRestorer)
-        if builtin is not None:
-            self.restorers["builtin"] = builtin
-        for kind, rel in RESTORER_FILES.items():
-            if self._present((rel,)):
-                from models.restore.restorer import FaceRestorer
-
-                model = self._load_one(
-                    ModelStatus(kind, "neural", "restorer", files=[rel]),
-                    lambda rel=rel, kind=kind: FaceRestorer(self.weights_dir / rel, self.providers, kind=kind),
-                )
-                if model is not None:
-                    self.restorers[kind] = model
-        for scale, rel in UPSCALER_FILES.items():
-            if self._present((rel,)):
-                from models.restore.upscaler import RealEsrganUpscaler
-
-                model = self._load_one(
-                    ModelStatus(f"real_esrgan_x{scale}", "neural", "upscaler", files=[rel]),
-                    lambda rel=rel, scale=scale: RealEsrganUpscaler(self.weights_dir / rel, self.providers, scale),
-                )
-                if model is not None:
-                    self.upscalers[scale] = model
-        if self._present((OCCLUSION_FILE,)):
-            from models.masks.face_masks import OcclusionMasker
-
-            self.occlusion = self._load_one(
-                ModelStatus("xseg_1", "neural", "mask", files=[OCCLUSION_FILE]),
-                lambda: OcclusionMasker(self.weights_dir / OCCLUSION_FILE, self.providers),
-            )
-        if self._present((PARSER_FILE,)):
-            from models.masks.face_masks import FaceParser
-
-            self.parser = self._load_one(
-                ModelStatus("bisenet_resnet_34", "neural", "mask", files=[PARSER_FILE]),
-                lambda: FaceParser(self.weights_dir / PARSER_FILE, self.providers),
-            )
-
-    def _present(self, files: tuple[str, ...]) -> bool:
-        return all((self.weights_dir / f).is_file() for f in files)
+    @property
+    def parser(self) -> Parser | None:
+        return cast(Parser | None, self._slot("mask").get("parser"))
 
     # ---- lookup --------------------------------------------------------------------------------------
     def backends_for(self, job: str) -> list[str]:
-        if job == "enhance":
-            return [n for n in ("gfpgan", "codeformer", "builtin") if n in self.restorers]
-        names = []
-        for name in ("neural", "builtin"):
-            if name not in self.analysers:
-                continue
-            if job == "faceswap" and name not in self.swappers:
-                continue
-            names.append(name)
-        return names
+        """The job's backends (registry order of preference) with a loaded model of each kind the job combines."""
+        spec = JOBS.get(job)
+        if spec is None or not spec.kinds:
+            return []
+        return [b for b in spec.backends if all(b in self._slot(kind) for kind in spec.kinds)]
 
     def resolve(self, job: str, requested: str) -> str:
         """The backend a request runs on: ``auto`` picks neural when it is loaded for the job, else builtin."""
@@ -227,26 +168,30 @@ class ModelHub:
             raise BackendUnavailable(f"the {requested} backend is not loaded for {job}{hint}", command)
         return requested
 
-    def restorer(self, requested: str) -> tuple[str, Any]:
+    def restorer(self, requested: str) -> tuple[str, Restorer]:
         """(name, restorer) for ``auto`` (GFPGAN when loaded, else the built-in one) or a named restorer."""
         if requested == "auto":
             requested = "gfpgan" if "gfpgan" in self.restorers else "builtin"
         if requested not in self.restorers:
-            command = self.file_command(RESTORER_FILES[requested]) if requested in RESTORER_FILES else None
+            family = next((f for f in FAMILIES.values() if f.kind == "restorer" and f.key == requested), None)
+            command = self.file_command(*family.files) if family is not None and family.files else None
             hint = f"; fetch its weights with `{command}` and restart" if command else ""
             raise BackendUnavailable(f"the {requested} restorer is not loaded{hint}", command)
         return requested, self.restorers[requested]
 
-    def upscaler(self, scale: int) -> Any | None:
+    def upscaler(self, scale: int) -> Upscaler | None:
         """The Real-ESRGAN model for a target scale: x4 above 2 when loaded, else x2, else x4; None if neither."""
         order = (4, 2) if scale > 2 else (2, 4)
-        return next((self.upscalers[s] for s in order if s in self.upscalers), None)
+        upscalers = self.upscalers
+        return next((upscalers[s] for s in order if s in upscalers), None)
 
-    def require_occlusion(self) -> Any:
-        if self.occlusion is None:
-            command = self.file_command(OCCLUSION_FILE)
+    def require_occlusion(self) -> Occluder:
+        occlusion = self.occlusion
+        if occlusion is None:
+            files = [f for fam in FAMILIES.values() if fam.kind == "mask" and fam.key == "occlusion" for f in fam.files]
+            command = self.file_command(*files)
             raise BackendUnavailable(f"the XSeg occlusion model is not loaded; fetch it with `{command}`", command)
-        return self.occlusion
+        return occlusion
 
     def analyser(self, backend: str) -> Analyser:
         return self.analysers[backend]
@@ -256,26 +201,21 @@ class ModelHub:
 
     # ---- reporting -----------------------------------------------------------------------------------
     def missing_files(self, job: str) -> list[str]:
-        return [f for f in NEURAL_FILES.get(job, ()) if not (self.weights_dir / f).is_file()]
+        if job not in JOBS:
+            return []
+        return [f for f in files_needed(job) if not (self.weights_dir / f).is_file()]
 
     def file_command(self, *files: str) -> str | None:
         """The ``weights download`` command that fetches the given weight files."""
-        from models.weights import download_command, load_manifest
-
-        manifest = load_manifest()
-        entries = []
-        for rel in files:
-            entry = manifest.entry_for_path(rel)
-            if entry is not None and entry not in entries:
-                entries.append(entry)
-        return download_command(entries) if entries else None
+        names = weights_providing(files)
+        return fetch_command(names) if names else None
 
     def download_command(self, job: str) -> str | None:
         missing = self.missing_files(job)
         return self.file_command(*missing) if missing else None
 
-    def job_status(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def job_status(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
         for job in self.jobs:
             if job not in IMPLEMENTED_JOBS:
                 out[job] = {"ready": False, "backends": [], "default": None, "missing_files": [],

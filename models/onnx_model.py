@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
+from models.base import LoadSpec
 from models.providers import make_session
 
 
@@ -23,6 +24,13 @@ class OnnxModel:
         self.input_name = ""
         self.output_name = ""
         self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, spec: LoadSpec) -> Self:
+        """Build from the hub's spec: the weight file, the providers and the registry's fixed options."""
+        if spec.path is None:
+            raise ValueError(f"{cls.__name__} needs a weight file")
+        return cls(spec.path, spec.providers, **spec.options)  # type: ignore[arg-type]
 
     def prepare(self) -> None:
         with self._lock:

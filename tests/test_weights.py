@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import requests
 
-from models import weights as W
+from app.weights import download as D
+from app.weights import manifest as M
 
 # ---------------------------------------------------------------------------------------------------------
 # a local file server with Range support and failure modes
@@ -127,8 +128,8 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def entry(name: str = "model", filename: str = "model.onnx", urls: tuple[str, ...] = (), **kw: object) -> W.WeightFile:
-    return W.WeightFile(name=name, filename=filename, urls=tuple(urls), license="test", jobs=("faceswap",), **kw)
+def entry(name: str = "model", filename: str = "model.onnx", urls: tuple[str, ...] = (), **kw: object) -> M.WeightFile:
+    return M.WeightFile(name=name, filename=filename, urls=tuple(urls), license="test", jobs=("faceswap",), **kw)
 
 
 class Logs(list):
@@ -136,8 +137,8 @@ class Logs(list):
         self.append(msg)
 
 
-def fetch(e: W.WeightFile, d: Path, session: requests.Session, log: Logs | None = None) -> Path:
-    return W.download(e, d, progress=False, session=session, log=log if log is not None else Logs())
+def fetch(e: M.WeightFile, d: Path, session: requests.Session, log: Logs | None = None) -> Path:
+    return D.download(e, d, progress=False, session=session, log=log if log is not None else Logs())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_download_checks_sha_and_skips_when_present(server: FileServer, session,
     assert path == tmp_path / "model.onnx"
     assert path.read_bytes() == data
     assert not (tmp_path / "model.onnx.part").exists()
-    result = W.verify(e, tmp_path)
+    result = D.verify(e, tmp_path)
     assert result.ok and result.files[0].hash_source == "manifest"
 
     log = Logs()
@@ -195,7 +196,7 @@ def test_interrupted_download_keeps_part_and_resumes(server: FileServer, session
     url = server.add("m.onnx", data, mode="cut")
     e = entry(urls=(url,), size=len(data), sha256=sha(data))
 
-    with pytest.raises(W.DownloadError, match="partial download kept"):
+    with pytest.raises(D.DownloadError, match="partial download kept"):
         fetch(e, tmp_path, session)
     part = tmp_path / "model.onnx.part"
     assert 0 < part.stat().st_size < len(data)
@@ -226,7 +227,7 @@ def test_mirror_fallback(server: FileServer, session, tmp_path: Path) -> None:
 
 def test_every_mirror_failing_raises(server: FileServer, session, tmp_path: Path) -> None:
     url = server.add("m.onnx", b"x", mode="fail")
-    with pytest.raises(W.DownloadError, match="500"):
+    with pytest.raises(D.DownloadError, match="500"):
         fetch(entry(urls=(url,)), tmp_path, session)
     assert not (tmp_path / "model.onnx").exists()
 
@@ -236,7 +237,7 @@ def test_sha_mismatch_deletes_part_and_raises(server: FileServer, session, tmp_p
     url = server.add("m.onnx", data)
     e = entry(urls=(url,), sha256=sha(b"something else"))
 
-    with pytest.raises(W.ChecksumError, match="sha256 mismatch"):
+    with pytest.raises(D.ChecksumError, match="sha256 mismatch"):
         fetch(e, tmp_path, session)
     assert not (tmp_path / "model.onnx").exists()
     assert not (tmp_path / "model.onnx.part").exists()
@@ -252,7 +253,7 @@ def test_sha_mismatch_on_one_mirror_falls_back(server: FileServer, session, tmp_
 
 def test_size_mismatch_is_refused(server: FileServer, session, tmp_path: Path) -> None:
     url = server.add("m.onnx", payload(1000))
-    with pytest.raises(W.ChecksumError, match="1000 bytes"):
+    with pytest.raises(D.ChecksumError, match="1000 bytes"):
         fetch(entry(urls=(url,), size=999), tmp_path, session)
     assert not (tmp_path / "model.onnx").exists()
 
@@ -266,26 +267,26 @@ def test_trust_on_first_use_records_hash_and_detects_tampering(server: FileServe
     path = fetch(e, tmp_path, session, log)
 
     assert any("trusted on first use" in m for m in log)
-    record = json.loads((tmp_path / W.TOFU_FILE).read_text())
+    record = json.loads((tmp_path / D.TOFU_FILE).read_text())
     assert record == {"model.onnx": sha(data)}
-    result = W.verify(e, tmp_path)
+    result = D.verify(e, tmp_path)
     assert result.ok and result.files[0].hash_source == "tofu"
 
     tampered = bytearray(data)
     tampered[1234] ^= 0xFF
     path.write_bytes(bytes(tampered))
-    result = W.verify(e, tmp_path)
-    assert result.status is W.Status.SHA_MISMATCH
+    result = D.verify(e, tmp_path)
+    assert result.status is D.Status.SHA_MISMATCH
     assert "tofu" in result.detail
 
     # A new download is checked against the recorded hash, and repairs the file.
     fetch(e, tmp_path, session)
-    assert path.read_bytes() == data and W.verify(e, tmp_path).ok
+    assert path.read_bytes() == data and D.verify(e, tmp_path).ok
 
     # Upstream changed: the recorded hash no longer matches, so the download is refused.
     path.unlink()
     server.files["m.onnx"] = payload(150_000, seed=9)
-    with pytest.raises(W.ChecksumError):
+    with pytest.raises(D.ChecksumError):
         fetch(e, tmp_path, session)
     assert not path.exists()
 
@@ -296,7 +297,7 @@ def test_crc32_hash_file_is_checked_without_sha(server: FileServer, session, tmp
     good = server.add("m.hash", f"{zlib.crc32(data):08x}".encode())
     bad = server.add("bad.hash", b"00000000")
 
-    with pytest.raises(W.ChecksumError, match="CRC32"):
+    with pytest.raises(D.ChecksumError, match="CRC32"):
         fetch(entry(urls=(url,), crc32_url=bad), tmp_path, session)
     assert not (tmp_path / "model.onnx").exists()
 
@@ -317,7 +318,7 @@ def make_zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def pack_entry(url: str, archive: bytes, **kw: object) -> W.WeightFile:
+def pack_entry(url: str, archive: bytes, **kw: object) -> M.WeightFile:
     return entry(
         name="pack",
         filename="pack.zip",
@@ -344,18 +345,18 @@ def test_zip_is_unpacked_and_members_verified(server: FileServer, session, tmp_p
     assert not (tmp_path / "pack.zip").exists() and not (tmp_path / "pack.zip.part").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pack")] == []
     # The member without a manifest hash was trusted on first use.
-    assert json.loads((tmp_path / W.TOFU_FILE).read_text()) == {"pack/sub/rec.onnx": sha(rec)}
-    result = W.verify(e, tmp_path)
+    assert json.loads((tmp_path / D.TOFU_FILE).read_text()) == {"pack/sub/rec.onnx": sha(rec)}
+    result = D.verify(e, tmp_path)
     assert result.ok, result.detail
 
     (path / "det.onnx").write_bytes(payload(5000, seed=13))
-    assert W.verify(e, tmp_path).status is W.Status.SHA_MISMATCH
+    assert D.verify(e, tmp_path).status is D.Status.SHA_MISMATCH
     (path / "det.onnx").unlink()
-    assert W.verify(e, tmp_path).status is W.Status.INCOMPLETE
+    assert D.verify(e, tmp_path).status is D.Status.INCOMPLETE
 
     # Downloading again replaces the damaged folder as a whole.
     fetch(e, tmp_path, session)
-    assert W.verify(e, tmp_path).ok
+    assert D.verify(e, tmp_path).ok
 
 
 @pytest.mark.parametrize("evil", ["../evil.onnx", "/abs/evil.onnx", "sub/../../evil.onnx"])
@@ -364,7 +365,7 @@ def test_zip_slip_member_is_refused(server: FileServer, session, tmp_path: Path,
     archive = make_zip({"det.onnx": b"d", "sub/rec.onnx": b"r", evil: b"owned"})
     url = server.add("pack.zip", archive)
 
-    with pytest.raises(W.UnsafeArchiveError, match="escape"):
+    with pytest.raises(D.UnsafeArchiveError, match="escape"):
         fetch(pack_entry(url, archive), weights_dir, session)
 
     assert not (tmp_path / "evil.onnx").exists()
@@ -376,7 +377,7 @@ def test_zip_slip_member_is_refused(server: FileServer, session, tmp_path: Path,
 def test_zip_lacking_a_provided_file_installs_nothing(server: FileServer, session, tmp_path: Path) -> None:
     archive = make_zip({"det.onnx": b"d"})
     url = server.add("pack.zip", archive)
-    with pytest.raises(W.DownloadError, match="lacks sub/rec.onnx"):
+    with pytest.raises(D.DownloadError, match="lacks sub/rec.onnx"):
         fetch(pack_entry(url, archive), tmp_path, session)
     assert not (tmp_path / "pack").exists()
 
@@ -387,8 +388,8 @@ def test_zip_lacking_a_provided_file_installs_nothing(server: FileServer, sessio
 
 
 def test_real_manifest_schema() -> None:
-    text = W.DEFAULT_MANIFEST.read_text()
-    m = W.load_manifest()
+    text = M.DEFAULT_MANIFEST.read_text()
+    m = M.load_manifest()
     assert len(m) >= 10
     names = re.findall(r"^\[weights\.(\"[^\"]+\"|[A-Za-z0-9_]+)\]$", text, flags=re.M)
     assert len(names) == len(set(names)) == len(m), "keys must be unique"
@@ -397,7 +398,7 @@ def test_real_manifest_schema() -> None:
     for e in m:
         assert e.urls and all(u.startswith("https://") for u in e.urls), e.name
         assert e.license.strip(), e.name
-        assert e.jobs and set(e.jobs) <= set(W.JOBS), e.name
+        assert e.jobs and set(e.jobs) <= set(M.JOBS), e.name
         assert e.backend == "neural"
         assert e.description.strip(), e.name
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256), e.name
@@ -420,17 +421,17 @@ def test_real_manifest_schema() -> None:
     assert buffalo.expected_sha256("buffalo_l/w600k_r50.onnx") == (
         "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43"
     )
-    for job in W.JOBS:
+    for job in M.JOBS:
         assert m.required_for([job]), f"{job} has no required weight"
 
 
 def test_manifest_lookups(tmp_path: Path) -> None:
-    m = W.load_manifest()
+    m = M.load_manifest()
     assert m.entry_for_path("buffalo_l/det_10g.onnx") is m.get("buffalo_l")
     assert m.entry_for_path("inswapper_128.onnx") is m.get("inswapper_128")
     assert m.entry_for_path("nothing.onnx") is None
     assert [e.name for e in m.missing(tmp_path, ["faceswap"])] == ["buffalo_l", "inswapper_128"]
-    assert W.download_command(m.missing(tmp_path, ["faceswap"])) == (
+    assert M.download_command(m.missing(tmp_path, ["faceswap"])) == (
         "python -m app weights download buffalo_l inswapper_128"
     )
     (tmp_path / "inswapper_128.onnx").write_bytes(b"x")
@@ -462,5 +463,5 @@ def test_manifest_lookups(tmp_path: Path) -> None:
 def test_bad_manifest_is_rejected(tmp_path: Path, body: str, error: str) -> None:
     p = tmp_path / "manifest.toml"
     p.write_text(f"[weights.thing]\n{body}\n")
-    with pytest.raises(W.ManifestError, match=error):
-        W.load_manifest(p)
+    with pytest.raises(M.ManifestError, match=error):
+        M.load_manifest(p)

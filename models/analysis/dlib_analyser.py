@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from models.analysis.landmarks import kps_from_68
+from models.base import LoadSpec
 from models.face import Face
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -51,6 +52,10 @@ class DlibAnalyser:
 
     name = "builtin"
     embedding_size = 128
+
+    @classmethod
+    def load(cls, spec: LoadSpec) -> DlibAnalyser:
+        return cls(upsample=spec.builtin_upsample)
 
     def __init__(self, upsample: int = 1, max_detect_side: int = 2560, threshold: float = 0.0) -> None:
         self.upsample = max(0, int(upsample))

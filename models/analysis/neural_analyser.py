@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from models import align
+from models.base import LoadSpec
 from models.face import Face
 from models.providers import session_options
 
@@ -44,6 +45,12 @@ def _load(path: Path, providers: list[str]) -> Any:
 class NeuralAnalyser:
     name = "neural"
     embedding_size = 512
+
+    @classmethod
+    def load(cls, spec: LoadSpec) -> NeuralAnalyser:
+        if spec.path is None:
+            raise ValueError("the neural analyser needs its model folder")
+        return cls(spec.path, spec.providers, det_size=spec.det_size, det_thresh=spec.det_thresh)
 
     def __init__(self, model_dir: Path, providers: list[str], det_size: int = 640, det_thresh: float = 0.5) -> None:
         self.model_dir = Path(model_dir)

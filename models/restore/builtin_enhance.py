@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from models import align
+from models.base import LoadSpec
 from models.face import Face
 from models.restore.restorer import CROP_SIZE, TEMPLATE, _fit_mask
 
@@ -120,6 +121,11 @@ class BuiltinRestorer:
     """Classical restoration inside a feathered face oval; the interface of ``models.restore.restorer.FaceRestorer``."""
 
     name = "builtin"
+    gives_crops = False  # restores in place through ``restore``; no ``restore_crop``
+
+    @classmethod
+    def load(cls, spec: LoadSpec) -> BuiltinRestorer:
+        return cls()
 
     def prepare(self) -> None:
         pass

@@ -25,32 +25,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import cast
 
 import numpy as np
 
+from models.base import CropRestorer, Occluder, Parser, Restorer, Upscaler
 from models.face import Face
-from models.masks.face_masks import FACE_CLASSES, FaceParser, OcclusionMasker
-from models.restore.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
+from models.masks.face_masks import FACE_CLASSES
+from models.restore.restorer import CROP_SIZE, align_face, paste_restored
 from models.restore.upscaler import LanczosUpscaler, output_size
-
-
-class Restorer(Protocol):
-    name: str
-
-    def prepare(self) -> None: ...
-
-    def restore(self, img: np.ndarray, face: Face, fidelity: float = 0.5, blend: float = 0.8,
-                mask: np.ndarray | None = None) -> np.ndarray: ...
-
-
-class Upscaler(Protocol):
-    name: str
-    scale: int
-
-    def prepare(self) -> None: ...
-
-    def upscale(self, img: np.ndarray, scale_out: float) -> np.ndarray: ...
 
 
 def scale_face(face: Face, sx: float, sy: float) -> Face:
@@ -68,7 +51,7 @@ def scale_face(face: Face, sx: float, sy: float) -> Face:
     return replace(face, bbox=bbox, kps=pts(face.kps), landmarks=landmarks, extra=dict(face.extra))
 
 
-def face_masks(crop: np.ndarray, occlusion: OcclusionMasker | None, parser: FaceParser | None,
+def face_masks(crop: np.ndarray, occlusion: Occluder | None, parser: Parser | None,
                parser_classes: Sequence[int] = FACE_CLASSES) -> np.ndarray | None:
     """Product of the optional XSeg and BiSeNet masks of an aligned crop (None when neither is given)."""
     mask: np.ndarray | None = None
@@ -107,8 +90,8 @@ def enhance_image(
     scale: float = 1,
     background_enhance: bool = False,
     face_upsample: bool = False,
-    occlusion: OcclusionMasker | None = None,
-    parser: FaceParser | None = None,
+    occlusion: Occluder | None = None,
+    parser: Parser | None = None,
     fidelity: float = 0.5,
     blend: float = 0.8,
 ) -> np.ndarray:
@@ -120,7 +103,7 @@ def enhance_image(
         raise ValueError(f"scale must be positive, got {scale}")
     h, w = img.shape[:2]
     out_w, out_h = output_size(img.shape, scale)
-    model_up = upscaler if upscaler is not None and not isinstance(upscaler, LanczosUpscaler) else None
+    model_up = upscaler if upscaler is not None and upscaler.learned else None
     if background_enhance and model_up is not None:
         canvas = model_up.upscale(img, scale)
     else:
@@ -134,9 +117,9 @@ def enhance_image(
         if occlusion is not None or parser is not None:
             crop, _ = align_face(canvas, placed)
             mask = face_masks(crop, occlusion, parser)
-        if isinstance(restorer, FaceRestorer):
+        if restorer.gives_crops:
             # The canvas is this function's own array: paste in place, no whole-frame copy per face.
-            crop, m = restorer.restore_crop(canvas, placed, fidelity)
+            crop, m = cast(CropRestorer, restorer).restore_crop(canvas, placed, fidelity)
             if face_upsample and model_up is not None:
                 canvas = _upsampled_paste(canvas, crop, m, model_up, blend, mask)
             else:

@@ -74,6 +74,8 @@ def paste_restored(img: np.ndarray, crop: np.ndarray, m: np.ndarray, blend: floa
 class FaceRestorer(OnnxModel):
     """GFPGAN 1.4 (``kind="gfpgan"``) or CodeFormer (``kind="codeformer"``) on ONNX Runtime."""
 
+    gives_crops = True  # ``restore_crop`` hands out the restored crop for the caller to paste (or upscale)
+
     def __init__(self, model_path: Path, providers: list[str], kind: Kind = "gfpgan") -> None:
         if kind not in ("gfpgan", "codeformer"):
             raise ValueError(f"unknown restorer kind {kind!r}")

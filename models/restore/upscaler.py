@@ -42,6 +42,7 @@ class LanczosUpscaler:
 
     name = "lanczos"
     scale = 1
+    learned = False  # a resize, not a model: never used for face upsampling or "background_enhance"
 
     def prepare(self) -> None:
         pass
@@ -56,6 +57,8 @@ class RealEsrganUpscaler(OnnxModel):
     Models with a dynamic input take tiles of any size; a model exported with a fixed input size gets
     tiles of exactly that size (edge tiles are padded by reflection and the padding is cut off again).
     """
+
+    learned = True
 
     def __init__(self, model_path: Path, providers: list[str], scale: int, tile: int = 400, pad: int = 10) -> None:
         if scale < 1:

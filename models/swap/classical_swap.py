@@ -24,6 +24,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from models.analysis.landmarks import face_outline, face_scale, forehead_points, mirror_68, outer_ring, yaw_ratio
+from models.base import LoadSpec
 from models.face import Face
 
 _SUBPIX_SHIFT = 4  # fixed-point bits for rasterising triangles
@@ -212,6 +213,10 @@ class ClassicalSwapper:
 
     name = "builtin"
     needs_source_embedding = False
+
+    @classmethod
+    def load(cls, spec: LoadSpec) -> ClassicalSwapper:
+        return cls()
 
     def __init__(
         self,

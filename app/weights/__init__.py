@@ -1,0 +1,1 @@
+"""Model weights on disk: the manifest (``manifest``) and the downloader/verifier (``download``)."""
