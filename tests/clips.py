@@ -30,17 +30,25 @@ def tone(seconds: float, rate: int, channels: int = 1, freq: float = 440.0) -> n
     return np.repeat(wave[None, :], channels, axis=0)
 
 
+def noise(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """White noise, float32 (channels, samples), σ 0.2: unlike a tone, any time shift of it is measurable."""
+    wave = (np.random.default_rng(seed).standard_normal(int(round(seconds * rate))) * 0.2).clip(-1, 1)
+    return np.repeat(wave.astype(np.float32)[None, :], channels, axis=0)
+
+
 _AUDIO_CODEC = {"aac": ("aac", "fltp"), "mp3": ("libmp3lame", "fltp"), "opus": ("libopus", "flt"),
                 "flac": ("flac", "s16"), "pcm": ("pcm_s16le", "s16"), "vorbis": ("vorbis", "fltp")}
 
 
-def _encode_audio(out: av.container.OutputContainer, codec: str, seconds: float, rate: int, channels: int) -> list:
+def _encode_audio(
+    out: av.container.OutputContainer, codec: str, seconds: float, rate: int, channels: int, signal: str = "tone",
+) -> list:
     name, fmt = _AUDIO_CODEC[codec]
     layout = "mono" if channels == 1 else "stereo"
     stream = out.add_stream(name, rate=rate, layout=layout)
     if codec == "vorbis":
         stream.codec_context.options = {"strict": "experimental"}
-    samples = tone(seconds, rate, channels)
+    samples = tone(seconds, rate, channels) if signal == "tone" else noise(seconds, rate, channels)
     chunks = []
     step = 1024
     for s in range(0, samples.shape[1], step):
@@ -61,11 +69,11 @@ def _encode_audio(out: av.container.OutputContainer, codec: str, seconds: float,
 def write_clip(
     path: str | Path, *, size: tuple[int, int] = (96, 64), fps: Fraction | int = 25, seconds: float = 1.0,
     audio: str | None = None, audio_rate: int = 48000, rotation: int = 0, vfr: bool = False,
-    container: str = "mp4", codec: str = "libx264",
+    container: str = "mp4", codec: str = "libx264", signal: str = "tone",
 ) -> Path:
     """Write a clip: ``seconds`` of :func:`pattern` frames at ``fps`` (or, with ``vfr``, alternating 1/fps and
-    2/fps frame durations on a 1/90000 time base), an optional tone in ``audio`` codec, and an optional display
-    rotation (counter-clockwise degrees, as a phone would set). Returns the path."""
+    2/fps frame durations on a 1/90000 time base), an optional tone (or ``signal="noise"``) in ``audio`` codec, and
+    an optional display rotation (counter-clockwise degrees, as a phone would set). Returns the path."""
     path = Path(path)
     fps = Fraction(fps)
     w, h = size
@@ -78,7 +86,7 @@ def write_clip(
     vs.codec_context.time_base = tb
     if rotation:
         vs.set_display_rotation(rotation)
-    audio_parts = _encode_audio(out, audio, seconds, audio_rate, 2) if audio else None
+    audio_parts = _encode_audio(out, audio, seconds, audio_rate, 2, signal) if audio else None
     t, i = Fraction(0), 0
     while t < Fraction(seconds).limit_denominator(1000) - Fraction(1, 100000):
         frame = av.VideoFrame.from_ndarray(pattern(w, h, i), format="bgr24")

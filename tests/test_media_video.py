@@ -18,7 +18,7 @@ from app.media.pipeline import Canceled, process_video
 from app.media.sniff import sniff_container, sniff_file
 from app.media.video import VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter, even_size
-from tests.clips import write_audio, write_clip
+from tests.clips import noise, write_audio, write_clip
 
 NTSC = Fraction(30000, 1001)
 
@@ -190,6 +190,21 @@ def test_source_audio_is_kept(clips: Path, codec: str, container: str, outcome: 
     kept = decode_audio(res.path, 16000)
     assert abs(kept.size / 16000 - 1.0) < 1 / 29.97 + 0.03  # within a frame (+ one codec frame of padding)
     assert float(np.sqrt(np.mean(kept[2000:-2000] ** 2))) > 0.15  # the tone (0.3 a channel), not silence
+
+
+@pytest.mark.parametrize(("codec", "container"), [("aac", "mp4"), ("opus", "mp4"), ("pcm", "matroska")])
+def test_trimmed_audio_stays_in_sync(clips: Path, codec: str, container: str) -> None:
+    src = write_clip(clips / f"sync_{codec}.{container}", fps=25, seconds=2.0, audio=codec, container=container,
+                     signal="noise")
+    res = _identity(src, clips / f"sync_{codec}.out.mp4", start=0.4, end=1.6)
+    ref = noise(2.0, 48000)[0]
+    with av.open(str(res.path)) as c:
+        a = c.streams.audio[0]
+        starts_at = float(next(iter(c.decode(a))).time)  # a copied stream starts at its first whole packet
+    out = decode_audio(res.path, 48000)
+    window = out[4800:4800 + 9600]
+    holds = (int(np.argmax(np.correlate(ref, window, mode="valid"))) - 4800) / 48000  # source time of out[0]
+    assert abs(holds - (0.4 + starts_at)) < 0.002  # plays when the trimmed video shows that moment
 
 
 def test_no_audio_and_dropped_audio(clips: Path) -> None:
