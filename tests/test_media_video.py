@@ -320,6 +320,10 @@ def test_bad_media(clips: Path) -> None:
     cut = clips / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # moov sits at the end: lost
     assert _status(cut) == (422, "target_video")
+    ours = _identity(write_clip(clips / "to_cut.mp4", fps=25, seconds=1.0, audio="aac"), clips / "fs.mp4").path
+    fs_cut = clips / "fs_cut.mp4"
+    fs_cut.write_bytes(ours.read_bytes()[: ours.stat().st_size // 2])  # index first (+faststart), media cut off
+    assert _status(fs_cut) == (422, "target_video")
     garbage = clips / "garbage.mp4"
     garbage.write_bytes(good.read_bytes()[:64] + bytes(range(256)) * 8)
     assert _status(garbage) == (422, "target_video")

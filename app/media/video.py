@@ -124,6 +124,20 @@ def _scan_timing(
     return vfr, average
 
 
+def _truncated(container: av.container.InputContainer, size: int) -> bool:
+    """True when a stream's index (MP4/MOV keep one in the header) points past the end of the file: the file was
+    cut short after its index, which FFmpeg would otherwise decode quietly up to the cut."""
+    for stream in (*container.streams.video[:1], *container.streams.audio[:1]):
+        try:
+            entries = stream.index_entries
+            n = len(entries)
+            if n and entries[n - 1].size > 0 and entries[n - 1].pos + entries[n - 1].size > size:
+                return True
+        except (AttributeError, *MEDIA_ERRORS):
+            continue
+    return False
+
+
 def _audio_fields(container: av.container.InputContainer) -> dict[str, object]:
     if not container.streams.audio:
         return {"has_audio": False}
@@ -165,6 +179,8 @@ def probe_video(path: str | Path, field: str, limits: VideoLimits | None = None)
             if container.streams.audio:
                 raise UnsupportedMediaError(field, f"{field} holds audio only, a video is needed")
             raise InvalidMediaError(field, f"{field} holds no video stream")
+        if _truncated(container, os.path.getsize(path)):
+            raise InvalidMediaError(field, f"{field} is truncated (its index points past the end of the file)")
         vs = container.streams.video[0]
         cc = vs.codec_context
         w, h = int(cc.width or 0), int(cc.height or 0)
