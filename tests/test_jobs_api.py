@@ -27,7 +27,7 @@ def _server(tmp: Path, **env: str) -> Server:
     s = Server({
         "FACEAPI_WEIGHTS_DIR": str(tmp / "weights"), "FACEAPI_STORAGE_URL": str(tmp / "bucket"),
         "FACEAPI_DATA_DIR": str(tmp / "data"), "FACEAPI_TEMP_DIR": str(tmp / "tmp"),
-        "FACEAPI_ENABLED_JOBS": "analyze,faceswap", "FACEAPI_JOB_HEARTBEAT_TIMEOUT": "3", **env,
+        "FACEAPI_JOB_HEARTBEAT_TIMEOUT": "3", **env,
     }, workers=2, log_path=tmp / "server.log")
     s.data = tmp / "data"  # type: ignore[attr-defined]
     return s
@@ -96,7 +96,8 @@ def _leftovers(data: Path, job_id: str) -> list[str]:
 
 
 def test_submit_poll_from_any_worker_and_download_a_range(server: Server, t1_path: Path, hanks_path: Path) -> None:
-    r = _submit(server, _files(t1_path, hanks_path), {"mode": "one_to_many"}, {"Prefer": "respond-async"})
+    r = _submit(server, _files(t1_path, hanks_path), {"mode": "one_to_many"}, {"Prefer": "respond-async"},
+                path="/faceswap")  # the synchronous endpoint, asked for a job
     assert r.status_code == 202, r.text
     job = r.json()
     assert r.headers["location"] == f"/jobs/{job['id']}" == job["urls"]["self"]
@@ -127,6 +128,20 @@ def test_submit_poll_from_any_worker_and_download_a_range(server: Server, t1_pat
     assert httpx.delete(f"{server.url}/jobs/{job['id']}").status_code == 204
     assert httpx.get(f"{server.url}/jobs/{job['id']}").status_code == 404
     assert not (server.data / "jobs" / job["id"]).exists()  # type: ignore[attr-defined]
+
+
+def test_enhance_job_through_both_doors(server: Server, hanks_path: Path) -> None:
+    image = [("image", ("hanks.png", hanks_path.read_bytes()))]
+    via_endpoint = _submit(server, image, {"upscale": "2"}, {"Prefer": "respond-async"}, path="/enhance")
+    via_jobs = _submit(server, image, {"upscale": "2", "blend": "50"}, path="/jobs/enhance")
+    assert via_endpoint.status_code == via_jobs.status_code == 202, (via_endpoint.text, via_jobs.text)
+    for r in (via_endpoint, via_jobs):
+        done = _wait(server, r.json()["id"], ("succeeded", "failed"))
+        assert done["state"] == "succeeded" and done["kind"] == "enhance", done
+        assert done["result"]["headers"]["X-Upscaler"] == "lanczos"
+    assert via_jobs.json()["options"]["blend"] == 50
+    r = _submit(server, image, {"faces": "not json"}, path="/jobs/enhance")  # refused at submit, not run
+    assert r.status_code == 422 and r.json()["error"]["field"] == "faces"
 
 
 def test_bad_submissions_name_the_field(server: Server, t1_path: Path, hanks_path: Path) -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from app.jobs.registry import InputSpec, JobContext, JobKind, JobOutput
-from app.schemas import SwapOptions
+from app.schemas import EnhanceOptions, SwapOptions
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
@@ -79,4 +84,40 @@ FACESWAP = JobKind(
     summary="Face swap as a job (the work of POST /faceswap)",
 )
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP,)}
+def run_enhance(ctx: JobContext) -> JobOutput:
+    from app.services.enhance import enhance, enhance_request, parse_faces
+
+    ctx.progress(0, 1)
+    options: EnhanceOptions = ctx.options  # type: ignore[assignment]
+    faces, size = parse_faces(options.faces, ctx.settings.max_faces) if options.faces is not None else (None, None)
+    req = enhance_request(ctx.settings, options, ctx.inputs["image"][0].read_bytes(), faces, size)
+    result = enhance(CheckingHub(ctx.hub, ctx.check), req)  # type: ignore[arg-type]
+    ctx.check()
+    out = _write(ctx, result.content, result.media_type)
+    out.headers = {"X-Face-Backend": result.enhanced.restorer, "X-Faces-Enhanced": str(result.enhanced.faces),
+                   "X-Upscaler": result.enhanced.upscaler, "X-Analysis-Backend": result.analysis,
+                   "Server-Timing": result.timings.header()}
+    ctx.progress(1, 1)
+    return out
+
+
+def check_enhance(options: BaseModel, settings: Settings) -> None:
+    """Refuse a malformed ``faces`` at submit (422 naming it) rather than fail the job later."""
+    from app.services.enhance import parse_faces
+
+    faces = getattr(options, "faces", None)
+    if faces is not None:
+        parse_faces(faces, settings.max_faces)
+
+
+ENHANCE = JobKind(
+    name="enhance",
+    options=EnhanceOptions,
+    inputs={"image": InputSpec("image", description="The image (JPEG, PNG, WebP, BMP, TIFF, GIF)")},
+    run=run_enhance,
+    unit="steps",
+    summary="Face restoration and upscaling as a job (the work of POST /enhance)",
+    validate=check_enhance,
+)
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP, ENHANCE)}

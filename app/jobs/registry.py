@@ -58,6 +58,7 @@ class JobKind:
     run: Callable[[JobContext], JobOutput]  # blocking; runs in a worker thread of the runner
     unit: str = "steps"  # what progress counts (frames, steps, faces)
     summary: str = ""
+    validate: Callable[[BaseModel, Settings], None] | None = None  # at submit: raise ApiError (422 naming a field)
 
 
 def max_bytes_for(spec: InputSpec, settings: Any) -> int:

@@ -92,6 +92,8 @@ async def submit(request: Request, kind: str, options: BaseModel,
         return job_response(svc, existing, 200)
     if (queued := await run(svc.store.count_queued)) >= svc.settings.job_queue:
         raise _queue_full(svc, queued)
+    if spec.validate is not None:
+        spec.validate(options, svc.settings)
     for name, spec_in in spec.inputs.items():
         got = [f for f in files.get(name) or [] if f is not None]
         if spec_in.required and not got:
