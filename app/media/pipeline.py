@@ -71,13 +71,15 @@ def process_video(
     src: str | Path, dst: str | Path, *, per_frame: FrameFn | None = None, per_batch: BatchFn | None = None,
     batch_size: int = 8, field: str = "video", limits: VideoLimits | None = None, start: float | None = None,
     end: float | None = None, crf: int = 18, preset: str = "veryfast", audio_source: str | Path | None = None,
-    audio: AudioMode = "keep", progress: Progress | None = None, queue_size: int = 4, info: VideoInfo | None = None,
+    audio: AudioMode = "keep", progress: Progress | None = None, queue_frames: int = 16,
+    info: VideoInfo | None = None,
 ) -> PipelineResult:
     """Decode ``src``, run every frame through ``per_frame`` (one frame) or ``per_batch`` (up to ``batch_size``
     frames, same count back), encode to the MP4 ``dst`` with the source's timing and its audio.
 
     The processing function and ``progress(done, total)`` run in the calling thread; decoding and encoding run in
-    two threads with bounded queues (``queue_size`` items) between them, so memory does not grow with the clip.
+    two threads with bounded queues between them (each holds about ``queue_frames`` frames, at least one batch), so
+    memory does not grow with the clip.
     ``total`` is the frame estimate from the header (``done`` may pass it). Any exception from the function or
     the callback (e.g. :class:`Canceled`) stops both threads, removes the partial ``dst`` and propagates.
     Frames keep the source timeline shifted so the output starts at ``start`` (default 0). Audio comes from
@@ -95,8 +97,9 @@ def process_video(
         total = max(0, int(round(span * float(info.fps))))
     group = 1 if per_frame is not None else max(1, batch_size)
     stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=queue_size)
-    processed: queue.Queue = queue.Queue(maxsize=queue_size)
+    slots = max(1, queue_frames // group)
+    decoded: queue.Queue = queue.Queue(maxsize=slots)
+    processed: queue.Queue = queue.Queue(maxsize=slots)
     writer = VideoWriter(dst, info.fps, time_base=info.time_base if info.vfr else None, crf=crf, preset=preset,
                          audio_source=src if audio_source is None else audio_source, audio=audio,
                          audio_start=origin, audio_end=end)
