@@ -1,0 +1,10 @@
+"""Steady faces for video face swap: stable track ids, gap filling, One-Euro smoothing and scene-cut detection.
+
+Arrays in, arrays out: nothing here reads files or knows about HTTP.
+"""
+
+from models.tracking.one_euro import OneEuroFilter
+from models.tracking.scene_cut import SceneCutDetector
+from models.tracking.tracker import FaceTracker, Track, box_iou
+
+__all__ = ["FaceTracker", "OneEuroFilter", "SceneCutDetector", "Track", "box_iou"]
