@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Backend = Literal["auto", "builtin", "neural"]
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -138,6 +138,39 @@ class SwapOptions(RestoreOptions):
         shared = RestoreOptions.model_fields
         return EnhanceOptions(enhancer="codeformer" if self.use_codeformer else "auto",
                               **{k: getattr(self, k) for k in shared})
+
+
+AudioMode = Literal["keep", "drop"]
+
+
+class VideoSwapOptions(SwapOptions):
+    """Options of /faceswap/video: every swap option, plus the video's own."""
+
+    start: float | None = Field(None, ge=0, description="Trim: first second of the target video to keep")
+    end: float | None = Field(None, gt=0, description="Trim: second of the target video where the output stops")
+    mouth_mask: bool = Field(
+        False, description="Keep the target's own mouth (blended in over the swapped face): lips from the 68 "
+        "landmarks when the analyser gives them, else an ellipse over the mouth corners",
+    )
+    smoothing: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Temporal smoothing of the face key points (One-Euro filter): 0 = none, 1 = strong",
+    )
+    audio: AudioMode = Field(
+        "keep", description="keep: the target's audio is copied (or re-encoded to AAC); the request fails when it "
+        "cannot be kept. drop: write a silent video",
+    )
+    quality: int | None = Field(None, ge=0, le=51, description="H.264 CRF: lower is better and bigger; default "
+                                "FACEAPI_VIDEO_CRF")
+    format: Literal["mp4"] | None = Field(None, description="Output container (always H.264 MP4)")
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: float | None, info: ValidationInfo) -> float | None:
+        start = info.data.get("start")
+        if end is not None and start is not None and end <= start:
+            raise ValueError(f"end ({end}) must be after start ({start})")
+        return end
 
 
 class EnhanceOptions(RestoreOptions):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from app.jobs.registry import InputSpec, JobContext, JobKind, JobOutput
-from app.schemas import EnhanceOptions, SwapOptions
+from app.schemas import EnhanceOptions, SwapOptions, VideoSwapOptions
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -120,4 +120,34 @@ ENHANCE = JobKind(
     validate=check_enhance,
 )
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP, ENHANCE)}
+def run_faceswap_video(ctx: JobContext) -> JobOutput:
+    from app.services.faceswap import swap_context
+    from app.services.video_swap import SOURCE_FIELD, TARGET_FIELD, swap_video
+
+    options: VideoSwapOptions = ctx.options  # type: ignore[assignment]
+    sctx = swap_context(ctx.hub, ctx.settings, options, SOURCE_FIELD, TARGET_FIELD)
+    result = swap_video(sctx, options, ctx.settings, ctx.inputs[SOURCE_FIELD], ctx.inputs[TARGET_FIELD][0],
+                        ctx.workdir / "result.mp4", progress=ctx.progress)
+    headers = {"X-Face-Backend": result.backend, "X-Frames": str(result.frames),
+               "X-Frames-Swapped": str(result.frames_swapped), "X-Audio": result.audio,
+               "Server-Timing": result.timings.header()}
+    if result.enhancer:
+        headers["X-Face-Enhancer"] = result.enhancer
+    ctx.progress(result.frames, result.frames)
+    return JobOutput(result.path, "video/mp4", headers)
+
+
+FACESWAP_VIDEO = JobKind(
+    name="faceswap_video",
+    options=VideoSwapOptions,
+    inputs={
+        "source_image": InputSpec("image", multiple=True, max_count_setting="max_source_images",
+                                  description="Image(s) with the face to use"),
+        "target_video": InputSpec("video", description="Video whose faces are replaced"),
+    },
+    run=run_faceswap_video,
+    unit="frames",
+    summary="Video face swap as a job (the work of POST /faceswap/video); progress counts frames",
+)
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP, ENHANCE, FACESWAP_VIDEO)}

@@ -127,7 +127,7 @@ def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage,
                timings: Timings) -> tuple[np.ndarray, list[Face]]:
     """The target with source faces swapped in by the options' mode; returns (image, the swapped faces)."""
     opts = ctx.options
-    analyser, swapper = ctx.hub.analyser(sources.backend), ctx.hub.swapper(sources.backend)
+    analyser = ctx.hub.analyser(sources.backend)
     with timings.stage("detect"):
         targets = analyser.get(target.bgr, embeddings=opts.mode == "similarity")
         if not targets:
@@ -137,12 +137,20 @@ def swap_faces(ctx: SwapContext, sources: Sources, target: DecodedImage,
             min_similarity=ctx.min_similarity[sources.backend],
             metric=identity_metric(sources.backend),
         )
-    out = target.bgr
+    return swap_pairs(ctx, sources, target.bgr, [(s, targets[t]) for s, t in pairs], timings)
+
+
+def swap_pairs(ctx: SwapContext, sources: Sources, img: np.ndarray, pairs: list[tuple[int, Face]],
+               timings: Timings) -> tuple[np.ndarray, list[Face]]:
+    """``img`` with source face ``s`` swapped onto each target face of ``pairs``, then the refinement passes
+    (re-detect, swap again onto the face found where each swap landed); returns (image, the swapped faces)."""
+    analyser, swapper = ctx.hub.analyser(sources.backend), ctx.hub.swapper(sources.backend)
+    out = img
     with timings.stage("swap"):
-        for s, t in pairs:
-            out = swapper.get(out, targets[t], sources.faces[s], sources.images[s])
-    placed = [targets[t] for _, t in pairs]
-    for _ in range(opts.face_refinement_steps - 1):
+        for s, face in pairs:
+            out = swapper.get(out, face, sources.faces[s], sources.images[s])
+    placed = [face for _, face in pairs]
+    for _ in range(ctx.options.face_refinement_steps - 1):
         with timings.stage("refine"):
             found = analyser.get(out)
             for i, (s, _) in enumerate(pairs):

@@ -1,0 +1,79 @@
+"""POST /faceswap/video: swap faces through a whole video, with its audio; synchronous (the MP4) or as a job."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from app.deps import HubDep, PoolDep, SettingsDep
+from app.errors import ApiError, error_responses
+from app.jobs import ASYNC_RESPONSE, submit, wants_async
+from app.routers.forms import options_form
+from app.schemas import VideoSwapOptions
+from app.services.faceswap import swap_context
+from app.services.video_swap import SOURCE_FIELD, TARGET_FIELD, swap_video
+from app.uploads import spool_upload
+
+router = APIRouter(tags=["face swap"])
+
+VIDEO_RESPONSE = {
+    200: {
+        "description": "The video (H.264 MP4, the target's frame rate and timing) with the target's audio. Headers: "
+        "`X-Face-Backend`, `X-Frames`, `X-Frames-Swapped`, `X-Audio` (copied | reencoded-aac | none-in-source | "
+        "dropped), `X-Face-Enhancer` when enhancement options were given, `Server-Timing` (summed per stage).",
+        "content": {"video/mp4": {}},
+    }
+}
+
+
+@router.post(
+    "/faceswap/video",
+    response_class=FileResponse,
+    summary="Swap the face of source_image through target_video (audio kept); `Prefer: respond-async` for a job",
+    responses={**VIDEO_RESPONSE, **ASYNC_RESPONSE, **error_responses(413, 415, 422, 503)},
+)
+async def faceswap_video_endpoint(
+    request: Request,
+    hub: HubDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    source_image: Annotated[
+        list[UploadFile],
+        File(description="Image(s) with the face to use. Send several to average the identity of their largest faces"),
+    ],
+    target_video: Annotated[UploadFile, File(description="Video whose faces are replaced (MP4/MOV, MKV/WebM, AVI)")],
+    options: Annotated[VideoSwapOptions, Depends(options_form(VideoSwapOptions, (SOURCE_FIELD, TARGET_FIELD)))],
+) -> FileResponse:
+    if len(source_image) > settings.max_source_images:
+        raise ApiError(422, "too_many_files", f"{len(source_image)} {SOURCE_FIELD} files sent; at most "
+                       f"{settings.max_source_images} (FACEAPI_MAX_SOURCE_IMAGES)", SOURCE_FIELD)
+    if wants_async(request):
+        return await submit(request, "faceswap_video", options,  # type: ignore[return-value]
+                            {SOURCE_FIELD: source_image, TARGET_FIELD: [target_video]})
+    work = Path(settings.temp_dir) / f"video-{secrets.token_hex(8)}"
+    try:
+        sources = [await spool_upload(f, SOURCE_FIELD, settings.max_upload_bytes, work / f"source-{i}")
+                   for i, f in enumerate(source_image)]
+        target = await spool_upload(target_video, TARGET_FIELD, settings.max_video_bytes, work / "target")
+        ctx = swap_context(hub, settings, options, SOURCE_FIELD, TARGET_FIELD)
+        result = await pool.run(swap_video, ctx, options, settings, sources, target, work / "result.mp4")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    headers = {
+        "X-Face-Backend": result.backend,
+        "X-Frames": str(result.frames),
+        "X-Frames-Swapped": str(result.frames_swapped),
+        "X-Audio": result.audio,
+        "Server-Timing": result.timings.header(),
+    }
+    if result.enhancer:
+        headers["X-Face-Enhancer"] = result.enhancer
+    return FileResponse(result.path, media_type="video/mp4", headers=headers, filename="faceswap.mp4",
+                        background=BackgroundTask(shutil.rmtree, work, ignore_errors=True))

@@ -1,0 +1,165 @@
+"""The video face swap job: the sources are analysed once, then every frame of the target video flows
+decode → detect → track → swap → (keep mouth) → (restore) → encode through bounded queues, with the target's audio.
+
+Faces are tracked across frames (IoU plus identity), their key points smoothed in time, a face missed for a few
+frames is filled from its neighbours, and a scene cut resets the tracker. The pairing of a mode is decided per
+track, not per frame, so ``one_to_one`` and ``similarity`` keep swapping the same person when people cross.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from app.config import Settings
+from app.errors import ApiError
+from app.media.pipeline import process_video
+from app.media.video import VideoInfo, VideoLimits, probe_video
+from app.schemas import VideoSwapOptions
+from app.services.common import Timings
+from app.services.enhance import EnhancePlan, apply_enhancement, plan_enhancement
+from app.services.faceswap import (
+    ENHANCER_FIELD,
+    Sources,
+    SwapContext,
+    check_enhancement,
+    identity_metric,
+    load_sources,
+    swap_pairs,
+)
+from models.face import Face, best_face
+from models.masks.mouth import keep_mouths
+from models.swap.pairing import pair_faces
+from models.tracking import FaceTracker, SceneCutDetector, Track
+
+Progress = Callable[[int, int | None], None]
+SOURCE_FIELD, TARGET_FIELD = "source_image", "target_video"
+
+
+@dataclass
+class VideoSwapResult:
+    path: Path
+    backend: str
+    frames: int
+    frames_swapped: int  # frames where at least one face was swapped
+    audio: str  # copied | reencoded-aac | none-in-source | dropped
+    fps: Fraction
+    duration: float
+    timings: Timings
+    enhancer: str | None = None
+
+
+class FrameSwapper:
+    """Swaps one frame at a time, keeping the tracker and each track's pairing between frames."""
+
+    def __init__(self, ctx: SwapContext, sources: Sources, options: VideoSwapOptions, fps: float,
+                 plan: EnhancePlan | None, timings: Timings) -> None:
+        self.ctx, self.sources, self.options, self.plan, self.timings = ctx, sources, options, plan, timings
+        self.analyser = ctx.hub.analyser(sources.backend)
+        self.fps = max(float(fps), 1.0)
+        self.tracker = FaceTracker(smoothing=options.smoothing, fps=self.fps)
+        self.cuts = SceneCutDetector()
+        self.index = 0
+        self.frames_swapped = 0
+        self.main_track: int | None = None  # one_to_one: the target person being replaced
+        self.assigned: dict[int, int] = {}  # similarity: track id → source face index
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        t = self.index / self.fps
+        self.index += 1
+        with self.timings.stage("detect"):
+            if self.cuts.is_cut(frame):
+                self.tracker.reset()
+                self.main_track, self.assigned = None, {}
+            tracks = self.tracker.update(self.analyser.get(frame), t)
+            pairs = self.pairs(frame, tracks)
+        if not pairs:
+            return frame
+        out, placed = swap_pairs(self.ctx, self.sources, frame, pairs, self.timings)
+        if self.options.mouth_mask:
+            with self.timings.stage("mouth"):
+                out = keep_mouths(out, frame, placed)
+        if self.plan is not None:
+            with self.timings.stage("enhance"):
+                out = apply_enhancement(out, None, placed, self.plan).image
+        self.frames_swapped += 1
+        return out
+
+    def pairs(self, frame: np.ndarray, tracks: list[Track]) -> list[tuple[int, Face]]:
+        """(source face index, target face) for this frame, by the options' mode, stable per track."""
+        mode = self.options.mode
+        if not tracks:
+            return []
+        if mode == "one_to_many":
+            return [(0, tr.face) for tr in tracks]
+        if mode == "one_to_one":
+            live = {tr.id: tr for tr in tracks}
+            if self.main_track not in live:
+                seen = [tr for tr in tracks if tr.missed == 0]
+                best = best_face([tr.face for tr in seen])
+                if best is None:
+                    return []
+                self.main_track = next(tr.id for tr in seen if tr.face is best)
+            return [(0, live[self.main_track].face)]
+        if mode == "sorted":
+            faces = [tr.face for tr in tracks]
+            got = pair_faces("sorted", self.sources.faces, faces, self.options.direction)
+            return [(s, faces[t]) for s, t in got]
+        return self._similarity(frame, tracks)
+
+    def _similarity(self, frame: np.ndarray, tracks: list[Track]) -> list[tuple[int, Face]]:
+        """Each new track is compared once with the free source faces (optimal assignment); the pairing then
+        follows the track. A track below the minimum similarity is left alone."""
+        live = {tr.id for tr in tracks}
+        self.assigned = {k: v for k, v in self.assigned.items() if k in live}
+        taken = set(self.assigned.values())
+        free = [i for i in range(len(self.sources.faces)) if i not in taken]
+        new = [tr for tr in tracks if tr.id not in self.assigned and tr.missed == 0]
+        if free and new:
+            for tr in new:
+                if tr.face.embedding is None:
+                    self.analyser.embed(frame, tr.face)
+            got = pair_faces("similarity", [self.sources.faces[i] for i in free], [tr.face for tr in new],
+                             min_similarity=self.ctx.min_similarity[self.sources.backend],
+                             metric=identity_metric(self.sources.backend))
+            for s, t in got:
+                self.assigned[new[t].id] = free[s]
+        return [(self.assigned[tr.id], tr.face) for tr in tracks if tr.id in self.assigned]
+
+
+def check_trim(options: VideoSwapOptions, info: VideoInfo) -> None:
+    if options.start is not None and options.start >= info.duration:
+        raise ApiError(422, "invalid_field", f"start ({options.start} s) is at or past the end of the "
+                       f"{info.duration:.3f} s video", "start")
+
+
+def swap_video(ctx: SwapContext, options: VideoSwapOptions, settings: Settings, source_paths: list[Path],
+               target_path: Path, out_path: Path, progress: Progress | None = None) -> VideoSwapResult:
+    """Everything that can fail is checked before the first frame: restorer models, the video (415/413/422 naming
+    ``target_video``), the trim, the sources' faces. Then the frames stream; ``progress(done, total)`` is called
+    after each frame (a job's callback raises to cancel, which removes the partial file)."""
+    check_enhancement(ctx)
+    info = probe_video(target_path, TARGET_FIELD, VideoLimits.from_settings(settings))
+    check_trim(options, info)
+    timings = Timings()
+    backend = ctx.backend
+    sources = load_sources(ctx, backend, [p.read_bytes() for p in source_paths], timings)
+    enhance = options.restoration()
+    plan = None
+    if enhance is not None:
+        plan = plan_enhancement(ctx.hub, enhance, info.width, info.height, settings.max_video_pixels, ENHANCER_FIELD)
+    swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings)
+    result = process_video(
+        target_path, out_path, per_frame=swapper, field=TARGET_FIELD, info=info, start=options.start,
+        end=options.end, crf=settings.video_crf if options.quality is None else options.quality,
+        preset=settings.video_preset, audio=options.audio, progress=progress,
+    )
+    return VideoSwapResult(
+        path=result.path, backend=backend, frames=result.frames, frames_swapped=swapper.frames_swapped,
+        audio=str(result.audio), fps=info.fps, duration=result.duration, timings=timings,
+        enhancer=plan.restorer_name if plan is not None else None,
+    )
