@@ -24,8 +24,8 @@ from app.services.enhance import apply_enhancement, plan_enhancement
 from bench.report import pct, table, time_ms, write
 from models.face import Face
 from models.hub import ModelHub
-from tests import standins
-from tests.standins_enhance import make_enhance_weights
+from testkit import standins
+from testkit.standins_enhance import make_enhance_weights
 
 COLUMNS = ["image", "restorer", "upscale", "background", "upscaler", "faces", "p50_ms", "p95_ms", "out_mpix"]
 MEM_COLUMNS = ["input", "upscale", "upscaler", "faces", "seconds", "numpy_peak_mb", "rss_before_mb", "rss_peak_mb",

@@ -23,8 +23,8 @@ from bench.report import pct, table, time_ms, write
 from models import align
 from models.face import best_face
 from models.hub import ModelHub
-from tests import standins
-from tests.server import Server
+from testkit import standins
+from testkit.server import Server
 
 COLUMNS = ["backend", "image", "faces", "decode", "detect", "embed", "align", "swap", "paste", "encode",
            "total", "http_p50", "http_p95", "c4_p50", "c4_p95", "c4_rps"]

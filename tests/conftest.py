@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.server import REPO, Server  # noqa: F401 - REPO is re-exported for the tests
+from testkit.server import REPO, Server  # noqa: F401 - REPO is re-exported for the tests
 
 
 def insightface_images() -> Path:
@@ -76,7 +76,7 @@ def t1(t1_bgr: np.ndarray) -> np.ndarray:
 def faces() -> list:
     """t1.jpg's six faces (box + 5 points) as Face records."""
     from models.face import Face
-    from tests import standins
+    from testkit import standins
 
     return [Face(bbox=np.asarray(b, np.float32), score=0.9, kps=np.asarray(k, np.float32))
             for b, k in standins.T1_FACES]
@@ -84,7 +84,7 @@ def faces() -> list:
 
 @pytest.fixture(scope="session")
 def enhance_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests import standins_enhance
+    from testkit import standins_enhance
 
     return standins_enhance.make_enhance_weights(tmp_path_factory.mktemp("enhance_weights"))
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests import standins
-from tests.server import Server
+from testkit import standins
+from testkit.server import Server
 
 
 @pytest.fixture(scope="module")

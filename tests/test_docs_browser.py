@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import Server
+from testkit.server import Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium; CI installs it)")

@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests import standins
-from tests.server import Server
-from tests.standins_enhance import make_enhance_weights
+from testkit import standins
+from testkit.server import Server
+from testkit.standins_enhance import make_enhance_weights
 
 FACES = standins.T1_FACES
 

@@ -11,7 +11,7 @@ from models.restore.builtin_enhance import BuiltinRestorer
 from models.restore.enhance_pipeline import crop_footprint, enhance_image, scale_face
 from models.restore.restorer import FaceRestorer, align_face
 from models.restore.upscaler import LanczosUpscaler
-from tests import standins, standins_enhance
+from testkit import standins, standins_enhance
 from tests.test_restorer import changed, footprint
 
 CPU_ONLY = [CPU]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.hub import BackendUnavailable, ModelHub
-from tests import standins
+from testkit import standins
 
 
 def test_builtin_only_without_weights(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from models.align import ARCFACE_112
 from models.face import Face
 from models.swap.inswapper import InSwapper
-from tests import standins
+from testkit import standins
 
 CPU_ONLY = ["CPUExecutionProvider"]
 

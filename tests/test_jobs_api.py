@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.jobs.store import SQLiteJobStore
-from tests.server import Server
+from testkit.server import Server
 
 LONG = {"mode": "one_to_many", "face_refinement_steps": "5", "upscale": "4"}  # several seconds on the builtin backend
 

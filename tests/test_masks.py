@@ -10,7 +10,7 @@ from models.face import Face
 from models.masks.face_masks import FACE_CLASSES, FaceParser, OcclusionMasker, box_mask, feather
 from models.providers import CPU
 from models.restore.restorer import align_face
-from tests import standins, standins_enhance
+from testkit import standins, standins_enhance
 
 CPU_ONLY = [CPU]
 

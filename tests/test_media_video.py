@@ -1,5 +1,5 @@
 """Video and audio on PyAV (app.media): probe, reader, writer, audio carry, audio decode, the streaming pipeline,
-and bad media. Clips are synthesised by tests/clips.py with PyAV itself: no network, no ffmpeg binary."""
+and bad media. Clips are synthesised by testkit/clips.py with PyAV itself: no network, no ffmpeg binary."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from app.media.pipeline import Canceled, process_video
 from app.media.sniff import sniff_container, sniff_file
 from app.media.video import VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter, even_size
-from tests.clips import noise, write_audio, write_clip
+from testkit.clips import noise, write_audio, write_clip
 
 NTSC = Fraction(30000, 1001)
 

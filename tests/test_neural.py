@@ -15,7 +15,7 @@ from models.analysis.neural_analyser import NeuralAnalyser
 from models.face import Face, best_face
 from models.providers import CPU, CUDA, resolve_providers
 from models.swap.inswapper import InSwapper, read_emap
-from tests import standins
+from testkit import standins
 
 CPU_ONLY = [CPU]
 

@@ -13,7 +13,7 @@ from models.face import Face
 from models.providers import CPU
 from models.restore.builtin_enhance import BuiltinRestorer, enhance_region, noise_sigma
 from models.restore.restorer import CROP_SIZE, FaceRestorer, align_face, paste_restored
-from tests import standins
+from testkit import standins
 
 CPU_ONLY = [CPU]
 

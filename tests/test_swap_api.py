@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests import standins
-from tests.server import Server
+from testkit import standins
+from testkit.server import Server
 
 FACES = standins.T1_FACES  # (bbox, kps) of t1.jpg's six faces
 

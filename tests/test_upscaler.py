@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.providers import CPU
 from models.restore.upscaler import LanczosUpscaler, RealEsrganUpscaler, output_size
-from tests.standins import _model, _save
+from testkit.standins import _model, _save
 
 CPU_ONLY = [CPU]
 SCALES = (1, 2, 3, 4, 1.5)

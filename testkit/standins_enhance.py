@@ -1,7 +1,7 @@
 """Stand-in ONNX models for the enhance job, with the real weight files' exact interfaces.
 
 Each ``make_*`` writes one small deterministic ONNX file built with ``onnx.helper`` (same opset and IR
-version as ``tests.standins``):
+version as ``testkit.standins``):
 
 - ``make_gfpgan``: gfpgan_1.4.onnx (``input`` [1,3,512,512] float32 in [-1, 1] → ``output`` same shape);
   out = clip(1.25·box3(x) + 0.1, -1, 1): a slight blur, more contrast, a little brighter.
@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.standins import _model, _save
+from testkit.standins import _model, _save
 
 # Rows and columns (half-open, 256 grid) the XSeg stand-in marks as occluded.
 XSEG_OCCLUDED = ((150, 230), (70, 186))
