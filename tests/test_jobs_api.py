@@ -8,6 +8,8 @@ import http.server
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.jobs.store import SQLiteJobStore
+from app.jobs.procs import HOST
+from app.jobs.store import JobRecord, SQLiteJobStore
 from testkit.server import Server
 
 LONG = {"mode": "one_to_many", "face_refinement_steps": "5", "upscale": "4"}  # several seconds on the builtin backend
@@ -262,3 +265,28 @@ def test_finished_jobs_expire_after_the_ttl(small_server: Server, t1_path: Path,
         time.sleep(0.2)
     assert httpx.get(f"{small_server.url}/jobs/{job['id']}/result").status_code == 404
     assert not (small_server.data / "jobs" / job["id"]).exists()  # type: ignore[attr-defined]
+
+
+def test_a_whole_server_restart_leaves_no_orphans(small_server: Server) -> None:
+    """Files without a record, uploads cut off by a dead process, and a job left `running` by a dead worker: after
+    a restart the files are gone and the job is failed/interrupted."""
+    data: Path = small_server.data  # type: ignore[attr-defined]
+    small_server.stop()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = SQLiteJobStore(data / "jobs.sqlite3")
+    store.create(JobRecord(id="left-running", kind="faceswap", created_at=time.time()), 10)
+    store.claim("crashed", HOST, dead.pid, ["faceswap"])
+    store.close()
+    planted = [data / "jobs" / "left-running" / "inputs" / "target_image" / "0.jpg",
+               data / "jobs" / "no-record" / "work" / "partial.png",
+               data / "staging" / f"{dead.pid}-cut-off" / "inputs" / "source_image" / "0.png"]
+    for p in planted:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    small_server.env["FACEAPI_JOB_TTL"] = "3600"  # keep the interrupted record to look at
+    small_server.start()
+    job = _wait(small_server, "left-running", ("failed",), timeout=30)
+    assert job["error"]["code"] == "interrupted"
+    assert not any(p.exists() for p in planted)
+    assert [p.name for p in (data / "jobs").iterdir()] == [] and list((data / "staging").iterdir()) == []
