@@ -55,6 +55,8 @@ def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             "FACEAPI_STORAGE_URL": str(d / "bucket"),
             "FACEAPI_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
             "FACEAPI_MAX_IMAGE_PIXELS": str(3_000_000),
+            "FACEAPI_DATA_DIR": str(d / "data"),
+            "FACEAPI_TEMP_DIR": str(d / "data" / "tmp"),
         },
         workers=2,
         log_path=d / "server.log",
