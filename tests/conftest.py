@@ -57,11 +57,13 @@ def builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             "FACEAPI_MAX_IMAGE_PIXELS": str(3_000_000),
             "FACEAPI_DATA_DIR": str(d / "data"),
             "FACEAPI_TEMP_DIR": str(d / "data" / "tmp"),
+            "FACEAPI_MAX_VIDEO_SECONDS": "30",
         },
         workers=2,
         log_path=d / "server.log",
     ).start()
     server.bucket = d / "bucket"  # type: ignore[attr-defined]
+    server.data = d / "data"  # type: ignore[attr-defined]
     yield server
     server.stop()
 

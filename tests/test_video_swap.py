@@ -147,6 +147,26 @@ def test_video_swap_bad_input(builtin_server, face_clip: Path, hanks_path: Path,
     assert r.json()["error"]["field"] == field
 
 
+def test_video_swap_bad_media(builtin_server, face_clip: Path, hanks_path: Path, tmp_path: Path) -> None:
+    """Truncated, empty, audio-only and too-long videos: 4xx naming target_video, and nothing left in the temp dir."""
+    from testkit.clips import write_audio, write_clip
+
+    data = face_clip.read_bytes()
+    cases = {
+        "truncated.mp4": (data[: len(data) // 2], 422),
+        "empty.mp4": (b"", 422),
+        "audio.m4a": (write_audio(tmp_path / "a.m4a", "aac", seconds=0.5, container="mp4").read_bytes(), None),
+        "long.mp4": (write_clip(tmp_path / "long.mp4", size=(64, 48), fps=2, seconds=31).read_bytes(), 413),
+    }
+    for name, (content, status) in cases.items():
+        clip = tmp_path / name
+        clip.write_bytes(content)
+        r = _post(builtin_server, clip, hanks_path)
+        assert (r.status_code == status) if status else (400 <= r.status_code < 500), (name, r.text)
+        assert r.json()["error"]["field"] == "target_video", (name, r.text)
+    assert not [p for p in (builtin_server.data / "tmp").rglob("*") if p.is_file()]
+
+
 def test_video_swap_source_without_face(builtin_server, face_clip: Path, tmp_path: Path) -> None:
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((120, 120, 3), 128, np.uint8))
