@@ -104,6 +104,7 @@ def test_submit_poll_from_any_worker_and_download_a_range(server: Server, t1_pat
     assert r.status_code == 202, r.text
     job = r.json()
     assert r.headers["location"] == f"/jobs/{job['id']}" == job["urls"]["self"]
+    assert r.headers["preference-applied"] == "respond-async"
     assert job["state"] in ("queued", "running") and job["kind"] == "faceswap" and len(job["id"]) >= 20
     assert job["options"]["mode"] == "one_to_many" and job["progress"]["unit"] == "steps"
     done = _wait(server, job["id"], ("succeeded", "failed"))

@@ -50,6 +50,7 @@ def request_owner(request: Request) -> str | None:
 
 
 def job_response(svc: JobService, rec: JobRecord, status: int, queue_position: int | None = None) -> JSONResponse:
+    """The job JSON with ``Location``, the answering worker's pid and, until it ends, ``Retry-After``."""
     body = job_view(rec, queue_position).model_dump(mode="json")
     headers = {"Location": f"/jobs/{rec.id}", "X-Worker-Pid": str(os.getpid())}
     if not rec.terminal:
@@ -74,6 +75,11 @@ def _headers(request: Request) -> tuple[str | None, str | None]:
     return key, hook
 
 
+def _submitted(resp: JSONResponse) -> JSONResponse:
+    resp.headers["Preference-Applied"] = "respond-async"  # RFC 7240
+    return resp
+
+
 async def submit(request: Request, kind: str, options: BaseModel,
                  files: dict[str, list[UploadFile]]) -> JSONResponse:
     """Spool ``files`` to disk, record a queued ``kind`` job and answer 202 + ``Location: /jobs/{id}`` with the job
@@ -89,7 +95,7 @@ async def submit(request: Request, kind: str, options: BaseModel,
     key, hook = _headers(request)
     run = anyio.to_thread.run_sync
     if key is not None and (existing := await run(partial(svc.store.find_by_key, key, owner))) is not None:
-        return job_response(svc, existing, 200)
+        return _submitted(job_response(svc, existing, 200))
     if (queued := await run(svc.store.count_queued)) >= svc.settings.job_queue:
         raise _queue_full(svc, queued)
     if spec.validate is not None:
@@ -128,8 +134,8 @@ async def submit(request: Request, kind: str, options: BaseModel,
     finally:
         svc.files.remove(staging)  # gone already when the job was recorded
     if not created:
-        return job_response(svc, saved, 200)
+        return _submitted(job_response(svc, saved, 200))
     svc.runner.wake()
     log.info("job queued", extra={"job_id": job_id, "kind": kind})
     position = await run(partial(svc.store.queue_position, saved))
-    return job_response(svc, saved, 202, position)
+    return _submitted(job_response(svc, saved, 202, position))
