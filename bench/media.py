@@ -22,6 +22,7 @@ from app.media.pipeline import process_video
 from app.media.video import VideoLimits, iter_frames
 from app.media.writer import VideoWriter
 from bench.report import table, write
+from bench.spool import SPOOL_COLUMNS, spool_rows
 from testkit import standins
 
 W, H, FPS = 1280, 720, Fraction(30)
@@ -153,11 +154,6 @@ def our_pipeline(src: Path, dst: Path) -> int:
                          limits=VideoLimits(max_seconds=3600)).frames
 
 
-def spool_rows(tmp: Path) -> list[dict[str, Any]]:
-    """Hook for the upload-spool throughput line (app/uploads.py, written by the lead); none yet."""
-    return []
-
-
 def speed_rows(tmp: Path) -> list[dict[str, Any]]:
     clip = make_clip(tmp / "720p-10s.mp4", 10.0)
     rows: list[dict[str, Any]] = []
@@ -214,13 +210,17 @@ def memory_rows(tmp: Path) -> list[dict[str, Any]]:
 def main(args: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        rows = speed_rows(tmp) + spool_rows(tmp)
+        rows = speed_rows(tmp)
+        spool = spool_rows(tmp)
         mem = memory_rows(tmp)
     print(f"\nmedia: 720p H.264 at 30 fps (photo-like pan), libx264 {PRESET} crf {CRF}, frames per second")
     print(table(rows, COLUMNS))
     print("\npeak RSS of the identity pipeline (fresh process each), 720p with AAC audio")
     print(table(mem, MEM_COLUMNS))
-    path = write("media", {"columns": COLUMNS, "rows": rows, "memory": mem, "memory_columns": MEM_COLUMNS})
+    print("\nupload spool: a multipart upload over HTTP to a one-worker server, streamed by the client")
+    print(table(spool, SPOOL_COLUMNS))
+    path = write("media", {"columns": COLUMNS, "rows": rows, "memory": mem, "memory_columns": MEM_COLUMNS,
+                           "spool": spool, "spool_columns": SPOOL_COLUMNS})
     print(f"\nwrote {path}")
 
 

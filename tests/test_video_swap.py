@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
+
+from testkit.clips import write_frames_clip
 
 FPS = 25
 FRAMES = 12
@@ -22,36 +23,6 @@ def pan_frames(t1: np.ndarray, frames: int = FRAMES) -> list[np.ndarray]:
     x0, y0 = ORIGIN
     w, h = SIZE
     return [np.ascontiguousarray(t1[y0: y0 + h, x0 + 3 * i: x0 + 3 * i + w]) for i in range(frames)]
-
-
-def write_face_clip(path: Path, frames: list[np.ndarray], audio: bool = True) -> Path:
-    """H.264 MP4 of ``frames`` at 25 fps, with a 440 Hz AAC tone as long as the video when ``audio``."""
-    out = av.open(str(path), "w", format="mp4")
-    vs = out.add_stream("libx264", rate=FPS)
-    vs.width, vs.height, vs.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-    vs.options = {"crf": "12"}
-    if audio:
-        rate = 48000
-        aus = out.add_stream("aac", rate=rate, layout="mono")
-        n = int(rate * len(frames) / FPS)
-        wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32)[None, :]
-        for start in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start: start + 1024]), format="fltp",
-                                            layout="mono")
-            af.sample_rate, af.pts, af.time_base = rate, start, Fraction(1, rate)
-            for p in aus.encode(af):
-                out.mux(p)
-        for p in aus.encode(None):
-            out.mux(p)
-    for i, f in enumerate(frames):
-        vf = av.VideoFrame.from_ndarray(f, format="bgr24")
-        vf.pts = i
-        for p in vs.encode(vf):
-            out.mux(p)
-    for p in vs.encode(None):
-        out.mux(p)
-    out.close()
-    return path
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], float | None, float]:
@@ -70,7 +41,7 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float | None, float]:
 
 @pytest.fixture(scope="module")
 def face_clip(tmp_path_factory: pytest.TempPathFactory, t1_bgr: np.ndarray) -> Path:
-    return write_face_clip(tmp_path_factory.mktemp("video") / "pan.mp4", pan_frames(t1_bgr))
+    return write_frames_clip(tmp_path_factory.mktemp("video") / "pan.mp4", pan_frames(t1_bgr), FPS)
 
 
 def _post(server, clip: Path, source: Path, headers: dict | None = None, **options: str):  # noqa: ANN001, ANN202
@@ -119,7 +90,7 @@ def test_video_swap_drop_audio_and_trim(builtin_server, face_clip: Path, hanks_p
 
 
 def test_video_without_audio_says_so(builtin_server, hanks_path: Path, t1_bgr: np.ndarray, tmp_path: Path) -> None:
-    clip = write_face_clip(tmp_path / "silent.mp4", pan_frames(t1_bgr, 4), audio=False)
+    clip = write_frames_clip(tmp_path / "silent.mp4", pan_frames(t1_bgr, 4), FPS, audio=False)
     r = _post(builtin_server, clip, hanks_path)
     assert r.status_code == 200, r.text
     assert r.headers["x-audio"] == "none-in-source"
