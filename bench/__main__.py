@@ -15,6 +15,8 @@ def main() -> None:
     en = sub.add_parser("enhance", help="latency per restorer and upscale factor, peak memory of a 4K upscale")
     en.add_argument("--repeat", type=int, default=3, help="repetitions per case (median reported)")
     sub.add_parser("media", help="720p decode/encode fps vs raw PyAV, pipeline throughput, peak RSS of 10 s/60 s")
+    vi = sub.add_parser("video", help="video face swap: whole pipeline vs its detector + swapper alone, per stage")
+    vi.add_argument("--seconds", type=float, default=4.0, help="length of the 720p clip")
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
@@ -28,6 +30,10 @@ def main() -> None:
         from bench import media
 
         media.main(args)
+    elif args.name == "video":
+        from bench import video
+
+        video.main(args)
 
 
 if __name__ == "__main__":
