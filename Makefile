@@ -33,6 +33,8 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench faceswap
 	$(PY) -m bench enhance
+	$(PY) -m bench media
+	$(PY) -m bench video
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
