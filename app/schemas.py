@@ -149,8 +149,9 @@ class VideoSwapOptions(SwapOptions):
     start: float | None = Field(None, ge=0, description="Trim: first second of the target video to keep")
     end: float | None = Field(None, gt=0, description="Trim: second of the target video where the output stops")
     mouth_mask: bool = Field(
-        False, description="Keep the target's own mouth (blended in over the swapped face): lips from the 68 "
-        "landmarks when the analyser gives them, else an ellipse over the mouth corners",
+        False, description="Keep the target's own mouth (blended in over the swapped face): BiSeNet's mouth and lip "
+        "classes when the face parser is loaded, else the lips of the 68 landmarks, else an ellipse over the mouth "
+        "corners",
     )
     smoothing: float = Field(
         0.5, ge=0.0, le=1.0,

@@ -60,7 +60,7 @@ def test_video_swap_keeps_timing_and_audio(builtin_server, face_clip: Path, hank
     assert r.headers["x-face-backend"] == "builtin"
     assert r.headers["x-audio"] == "copied"
     assert int(r.headers["x-frames"]) == FRAMES
-    assert int(r.headers["x-frames-swapped"]) == FRAMES
+    assert int(r.headers["x-faces-swapped-frames"]) == FRAMES
     out = tmp_path / "out.mp4"
     out.write_bytes(r.content)
     frames, audio_seconds, video_seconds = read_video(out)

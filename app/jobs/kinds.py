@@ -128,13 +128,8 @@ def run_faceswap_video(ctx: JobContext) -> JobOutput:
     sctx = swap_context(ctx.hub, ctx.settings, options, SOURCE_FIELD, TARGET_FIELD)
     result = swap_video(sctx, options, ctx.settings, ctx.inputs[SOURCE_FIELD], ctx.inputs[TARGET_FIELD][0],
                         ctx.workdir / "result.mp4", progress=ctx.progress)
-    headers = {"X-Face-Backend": result.backend, "X-Frames": str(result.frames),
-               "X-Frames-Swapped": str(result.frames_swapped), "X-Audio": result.audio,
-               "Server-Timing": result.timings.header()}
-    if result.enhancer:
-        headers["X-Face-Enhancer"] = result.enhancer
     ctx.progress(result.frames, result.frames)
-    return JobOutput(result.path, "video/mp4", headers)
+    return JobOutput(result.path, "video/mp4", result.headers())
 
 
 FACESWAP_VIDEO = JobKind(

@@ -25,7 +25,7 @@ router = APIRouter(tags=["face swap"])
 VIDEO_RESPONSE = {
     200: {
         "description": "The video (H.264 MP4, the target's frame rate and timing) with the target's audio. Headers: "
-        "`X-Face-Backend`, `X-Frames`, `X-Frames-Swapped`, `X-Audio` (copied | reencoded-aac | none-in-source | "
+        "`X-Face-Backend`, `X-Frames`, `X-Faces-Swapped-Frames`, `X-Audio` (copied | reencoded-aac | none-in-source | "
         "dropped), `X-Face-Enhancer` when enhancement options were given, `Server-Timing` (summed per stage).",
         "content": {"video/mp4": {}},
     }
@@ -66,14 +66,5 @@ async def faceswap_video_endpoint(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    headers = {
-        "X-Face-Backend": result.backend,
-        "X-Frames": str(result.frames),
-        "X-Frames-Swapped": str(result.frames_swapped),
-        "X-Audio": result.audio,
-        "Server-Timing": result.timings.header(),
-    }
-    if result.enhancer:
-        headers["X-Face-Enhancer"] = result.enhancer
-    return FileResponse(result.path, media_type="video/mp4", headers=headers, filename="faceswap.mp4",
+    return FileResponse(result.path, media_type="video/mp4", headers=result.headers(), filename="faceswap.mp4",
                         background=BackgroundTask(shutil.rmtree, work, ignore_errors=True))

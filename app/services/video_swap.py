@@ -52,6 +52,15 @@ class VideoSwapResult:
     timings: Timings
     enhancer: str | None = None
 
+    def headers(self) -> dict[str, str]:
+        """The response headers of a video swap (also kept with a job's result)."""
+        out = {"X-Face-Backend": self.backend, "X-Frames": str(self.frames),
+               "X-Faces-Swapped-Frames": str(self.frames_swapped), "X-Audio": self.audio,
+               "Server-Timing": self.timings.header()}
+        if self.enhancer:
+            out["X-Face-Enhancer"] = self.enhancer
+        return out
+
 
 class FrameSwapper:
     """Swaps one frame at a time, keeping the tracker and each track's pairing between frames."""
@@ -82,7 +91,7 @@ class FrameSwapper:
         out, placed = swap_pairs(self.ctx, self.sources, frame, pairs, self.timings)
         if self.options.mouth_mask:
             with self.timings.stage("mouth"):
-                out = keep_mouths(out, frame, placed)
+                out = keep_mouths(out, frame, placed, self.ctx.hub.parser)
         if self.plan is not None:
             with self.timings.stage("enhance"):
                 out = apply_enhancement(out, None, placed, self.plan).image

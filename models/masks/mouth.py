@@ -5,7 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models import align
+from models.base import Parser
 from models.face import Face
+from models.masks.face_masks import MOUTH_CLASSES
 
 OUTER_LIPS = slice(48, 60)  # iBUG-68 outer lip contour
 
@@ -39,13 +42,26 @@ def mouth_mask(face: Face, shape: tuple[int, ...], grow: float = 0.15) -> np.nda
     return cv2.GaussianBlur(mask, (0, 0), sigma)
 
 
-def keep_mouths(swapped: np.ndarray, original: np.ndarray, faces: list[Face]) -> np.ndarray:
-    """``swapped`` with the mouth of each of ``faces`` (positions in ``original``) blended back from ``original``."""
+def parsed_mouth_mask(parser: Parser, img: np.ndarray, face: Face, size: int = 512) -> np.ndarray:
+    """Float32 mask (H, W): BiSeNet's mouth classes (inner mouth, upper and lower lip) of ``face``, parsed on its
+    ffhq-aligned crop of ``img`` (the original frame) and warped back, feathered."""
+    m = align.estimate_norm(face.kps, size, "ffhq")
+    crop = cv2.warpAffine(img, m, (size, size), borderValue=0.0)
+    region = parser.region_mask(crop, MOUTH_CLASSES)
+    return cv2.warpAffine(region, align.invert(m), (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderValue=0.0)
+
+
+def keep_mouths(swapped: np.ndarray, original: np.ndarray, faces: list[Face], parser: Parser | None = None
+                ) -> np.ndarray:
+    """``swapped`` with the mouth of each of ``faces`` (positions in ``original``) blended back from ``original``:
+    the face parser's mouth classes when one is loaded, else the landmark outline (:func:`mouth_mask`)."""
     if not faces:
         return swapped
     alpha = np.zeros(swapped.shape[:2], np.float32)
     for face in faces:
-        np.maximum(alpha, mouth_mask(face, swapped.shape), out=alpha)
+        mask = parsed_mouth_mask(parser, original, face) if parser is not None else mouth_mask(face, swapped.shape)
+        np.maximum(alpha, mask, out=alpha)
     a = alpha[..., None]
     out = swapped.astype(np.float32) * (1.0 - a) + original.astype(np.float32) * a
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
