@@ -3,8 +3,9 @@
 Arrays in, arrays out: nothing here reads files or knows about HTTP.
 """
 
+from models.tracking.bridge import GapBridge
 from models.tracking.one_euro import OneEuroFilter
 from models.tracking.scene_cut import SceneCutDetector
 from models.tracking.tracker import FaceTracker, Track, box_iou
 
-__all__ = ["FaceTracker", "OneEuroFilter", "SceneCutDetector", "Track", "box_iou"]
+__all__ = ["FaceTracker", "GapBridge", "OneEuroFilter", "SceneCutDetector", "Track", "box_iou"]
