@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -169,3 +170,212 @@ def test_video_swap_as_a_job(builtin_server, face_clip: Path, hanks_path: Path, 
     out.write_bytes(got.content)
     frames, audio_seconds, _ = read_video(out)
     assert len(frames) == FRAMES and audio_seconds is not None
+
+
+# ---- scenario clips, swapped in-process (the same service the endpoint runs) -------------------------------------
+
+PATCH = 180  # a square crop of t1.jpg around one face; dlib finds faces of this size reliably
+T1_FACE_A = (514, 362)  # centre of t1's face [452, 300, 577, 424] (125 px)
+T1_FACE_B = (785, 417)  # centre of t1's face [734, 365, 837, 469] (103 px)
+
+
+def patch(t1: np.ndarray, centre: tuple[int, int]) -> np.ndarray:
+    cx, cy = centre
+    return np.ascontiguousarray(t1[cy - PATCH // 2: cy + PATCH // 2, cx - PATCH // 2: cx + PATCH // 2])
+
+
+def canvas(w: int, h: int) -> np.ndarray:
+    """A textured background (no face in it) so H.264 has something to code besides the faces."""
+    y, x = np.mgrid[0:h, 0:w]
+    bg = np.zeros((h, w, 3), np.uint8)
+    bg[..., 0] = 90 + (x * 60 // w)
+    bg[..., 1] = 110 + (y * 40 // h)
+    bg[..., 2] = 140
+    return bg
+
+
+def place(frame: np.ndarray, img: np.ndarray, x: int, y: int) -> tuple[int, int, int, int]:
+    """Paste ``img`` at (x, y), clipped to the frame; returns the box of its central face region (60 % of it)."""
+    h, w = img.shape[:2]
+    fh, fw = frame.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, fw), min(y + h, fh)
+    if x1 > x0 and y1 > y0:
+        frame[y0:y1, x0:x1] = img[y0 - y: y1 - y, x0 - x: x1 - x]
+    m = int(w * 0.2)
+    return x + m, y + m, x + w - m, y + h - m
+
+
+def region_diff(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    x0, y0, x1, y1 = (max(v, 0) for v in box)
+    return float(cv2.absdiff(a[y0:y1, x0:x1], b[y0:y1, x0:x1]).mean())
+
+
+@pytest.fixture(scope="module")
+def builtin_hub(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from models.hub import ModelHub
+
+    hub = ModelHub(tmp_path_factory.mktemp("no-weights"), ["analyze", "faceswap"])
+    hub.load()
+    return hub
+
+
+def run_swap(hub, clip: Path, out: Path, source: Path, **options: object):  # noqa: ANN001, ANN201
+    from app.config import Settings
+    from app.schemas import VideoSwapOptions
+    from app.services.faceswap import swap_context
+    from app.services.video_swap import swap_video
+
+    settings = Settings()
+    opts = VideoSwapOptions(**options)
+    return swap_video(swap_context(hub, settings, opts, "source_image", "target_video"), opts, settings, [source],
+                      clip, out)
+
+
+def test_crossing_faces_keep_their_assignment(builtin_hub, t1_bgr: np.ndarray, hanks_path: Path,
+                                               tmp_path: Path) -> None:
+    """one_to_one picks the larger face (A) at the start and keeps swapping A while B crosses its path."""
+    a, b = patch(t1_bgr, T1_FACE_A), patch(t1_bgr, T1_FACE_B)
+    frames, boxes = [], []
+    n = 24
+    for i in range(n):
+        f = canvas(640, 300)
+        xa = 10 + i * 18  # A: left → right, upper lane
+        xb = 450 - i * 18  # B: right → left, lower lane (overlapping A's lane by 60 px)
+        box_b = place(f, b, xb, 120)
+        box_a = place(f, a, xa, 0)  # A in front
+        frames.append(f)
+        boxes.append((box_a, box_b, abs(xa - xb) >= PATCH))
+    clip = write_frames_clip(tmp_path / "cross.mp4", frames, FPS, audio=False)
+    res = run_swap(builtin_hub, clip, tmp_path / "out.mp4", hanks_path, mode="one_to_one")
+    out, _, _ = read_video(res.path)
+    assert len(out) == n
+    apart = [i for i in range(n) if boxes[i][2]]
+    assert apart[0] == 0 and apart[-1] == n - 1  # frames before and after the crossing
+    for i in apart:
+        box_a, box_b, _ = boxes[i]
+        assert region_diff(out[i], frames[i], box_a) > 12, i  # A swapped in every frame where the faces are apart
+        assert region_diff(out[i], frames[i], box_b) < 6, i  # B never
+
+
+def test_scene_cut_and_zoom_rotate(builtin_hub, t1_bgr: np.ndarray, hanks_path: Path, tmp_path: Path) -> None:
+    """Shot 1 zooms and rotates over face A, shot 2 (after a cut) is another person: every frame is swapped."""
+    a, b = patch(t1_bgr, T1_FACE_A), patch(t1_bgr, T1_FACE_B)
+    frames = []
+    for i in range(12):  # zoom 1.0 → 1.3 and rotate 0 → 11° around the face
+        m = cv2.getRotationMatrix2D((PATCH / 2, PATCH / 2), i, 1.0 + i * 0.025)
+        f = canvas(320, 240)
+        place(f, cv2.warpAffine(a, m, (PATCH, PATCH), borderMode=cv2.BORDER_REFLECT), 70, 30)
+        frames.append(f)
+    for i in range(10):  # the cut: another face, another background
+        f = np.full((240, 320, 3), (40, 60, 30), np.uint8)
+        place(f, b, 20 + i * 3, 40)
+        frames.append(f)
+    clip = write_frames_clip(tmp_path / "cut.mp4", frames, FPS, audio=False)
+    res = run_swap(builtin_hub, clip, tmp_path / "out.mp4", hanks_path, mode="one_to_one")
+    assert res.frames == len(frames)
+    assert res.frames_swapped == len(frames)
+    out, _, _ = read_video(res.path)
+    assert region_diff(out[15], frames[15], place(np.zeros_like(frames[15]), b, 20 + 3 * 3, 40)) > 10
+
+
+def test_2997_fps_keeps_rate_and_audio_bit_exact(builtin_hub, t1_bgr: np.ndarray, hanks_path: Path,
+                                                   tmp_path: Path) -> None:
+    """29.97 fps with AAC: frame count, exact rate and duration kept; the AAC packets are copied unchanged."""
+    frames = pan_frames(t1_bgr, 15)
+    clip = tmp_path / "ntsc.mp4"
+    out_path = tmp_path / "out.mp4"
+    rate = Fraction(30000, 1001)
+    write_frames_clip(clip, frames, rate)
+    res = run_swap(builtin_hub, clip, out_path, hanks_path)
+    assert res.audio == "copied"
+    with av.open(str(out_path)) as c:
+        vs = c.streams.video[0]
+        assert vs.average_rate == rate
+        assert sum(1 for _ in c.decode(vs)) == 15
+
+    def packets(path: Path) -> list[bytes]:
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+    src, dst = packets(clip), packets(out_path)
+    assert src and dst == src  # stream copy: the same AAC access units, byte for byte
+
+
+def test_smoothing_lowers_keypoint_jitter(t1_bgr: np.ndarray) -> None:
+    """A static shot with sensor noise: the tracked key points move less with smoothing on than off."""
+    from models.analysis.dlib_analyser import DlibAnalyser
+    from models.face import best_face
+    from models.tracking import FaceTracker
+
+    analyser = DlibAnalyser()
+    analyser.prepare()
+    rng = np.random.default_rng(7)
+    still = patch(t1_bgr, T1_FACE_A)
+    noisy = [np.clip(still.astype(np.int16) + rng.normal(0, 6, still.shape), 0, 255).astype(np.uint8)
+             for _ in range(30)]
+    detections = [best_face(analyser.get(f)) for f in noisy]
+    assert all(d is not None for d in detections)
+
+    def jitter(smoothing: float) -> float:
+        tracker = FaceTracker(smoothing=smoothing, fps=FPS)
+        kps = []
+        for i, d in enumerate(detections):
+            (track,) = tracker.update([d], i / FPS)
+            kps.append(track.face.kps.copy())
+        return float(np.std(np.asarray(kps)[5:], axis=0).mean())  # after the filter settles
+
+    raw, smooth = jitter(0.0), jitter(0.8)
+    assert raw > 0.1  # dlib's key points do jitter on noisy frames
+    assert smooth < 0.7 * raw
+
+
+def test_mouth_mask_keeps_the_target_mouth(builtin_hub, face_clip: Path, hanks_path: Path, t1_bgr: np.ndarray,
+                                           tmp_path: Path) -> None:
+    plain = run_swap(builtin_hub, face_clip, tmp_path / "plain.mp4", hanks_path)
+    kept = run_swap(builtin_hub, face_clip, tmp_path / "mouth.mp4", hanks_path, mouth_mask=True)
+    a, _, _ = read_video(plain.path)
+    b, _, _ = read_video(kept.path)
+    original = pan_frames(t1_bgr)
+    from models.analysis.dlib_analyser import DlibAnalyser
+    from models.face import best_face
+    from models.masks.mouth import mouth_polygon
+
+    analyser = DlibAnalyser()
+    analyser.prepare()
+    face = best_face(analyser.get(original[6]))
+    x0, y0 = mouth_polygon(face).min(axis=0).astype(int)
+    x1, y1 = mouth_polygon(face).max(axis=0).astype(int)
+    box = (x0, y0, x1, y1)
+    assert region_diff(b[6], original[6], box) < 0.6 * region_diff(a[6], original[6], box)
+
+
+def test_neural_standins_apply_one_source_embedding(tmp_path: Path, t1_bgr: np.ndarray, hanks_path: Path) -> None:
+    """The neural backend (interface-exact stand-ins) swaps every frame with the same source identity."""
+    from models.hub import ModelHub
+    from testkit import standins
+
+    frames = pan_frames(t1_bgr, 6)
+    faces = [([b[0] - ORIGIN[0], b[1] - ORIGIN[1], b[2] - ORIGIN[0], b[3] - ORIGIN[1]],
+              [[x - ORIGIN[0], y - ORIGIN[1]] for x, y in k]) for b, k in [standins.T1_FACES[3]]]
+    hub = ModelHub(standins.make_weights_dir(tmp_path / "w", frames[0].shape, faces), ["analyze", "faceswap"],
+                   provider_pref="cpu")
+    hub.load()
+    real = hub.swappers["neural"]
+    seen: list[np.ndarray] = []
+
+    class Recording:  # the real swapper, recording which identity each call received
+        name, needs_source_embedding = real.name, real.needs_source_embedding
+
+        def get(self, img, target, source, source_img):  # noqa: ANN001, ANN201
+            seen.append(np.asarray(source.normed_embedding).copy())
+            return real.get(img, target, source, source_img)
+
+    hub.swappers["neural"] = Recording()
+    clip = write_frames_clip(tmp_path / "n.mp4", frames, FPS)
+    res = run_swap(hub, clip, tmp_path / "out.mp4", hanks_path, backend="neural")
+    assert res.backend == "neural" and res.frames_swapped == len(frames) == len(seen)
+    assert all(np.array_equal(e, seen[0]) for e in seen)
+    out, audio_seconds, _ = read_video(res.path)
+    assert audio_seconds is not None
+    box = (452 - ORIGIN[0], 300 - ORIGIN[1], 577 - ORIGIN[0], 424 - ORIGIN[1])  # where the stand-in SCRFD sees it
+    assert all(region_diff(o, f, box) > 5 for o, f in zip(out, frames, strict=True))
