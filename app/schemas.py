@@ -92,6 +92,16 @@ Enhancer = Literal["auto", "gfpgan", "codeformer", "builtin"]
 # the Form parameters, and so the /docs entries, from its fields), the JSON of /swap_url, and is stored with a job.
 
 
+class AnalyzeOptions(BaseModel):
+    """Options of /analyze (form fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embeddings: bool = Field(False, description="Include each face's identity vector")
+    backend: Backend | None = Field(None, description="auto = neural when its weights are loaded; default "
+                                    "FACEAPI_DEFAULT_BACKEND")
+
+
 class RestoreOptions(BaseModel):
     """Restoration and upscaling options that the swap and enhance jobs share."""
 

@@ -258,6 +258,16 @@ def test_upload_over_byte_limit_is_413(builtin_server: Server, hanks_path: Path)
     _err(r, 413, "target_image", "too_large")
 
 
+def test_body_cap_allows_every_source_file_a_swap_may_send(builtin_server: Server, hanks_path: Path) -> None:
+    """Three 3.5 MiB sources (under the 4 MiB per-file cap, 8 sources allowed) are not refused by the body cap: the
+    swap's cap is (FACEAPI_MAX_SOURCE_IMAGES + 1) files at the per-file cap; the first bad file is then named."""
+    junk = np.random.default_rng(2).bytes(int(3.5 * 1024 * 1024))
+    files = [("source_image", (f"s{i}", junk)) for i in range(3)] + [("target_image", ("t", hanks_path.read_bytes()))]
+    with builtin_server.client() as c:
+        r = c.post("/faceswap", files=files)
+    _err(r, 415, "source_image", "unsupported_media_type")
+
+
 def _read_error_answer(sock: socket.socket) -> tuple[bytes, dict]:
     """(status line + headers, JSON body) of the server's answer on a raw socket."""
     raw = b""
@@ -290,7 +300,7 @@ def test_streamed_body_over_total_limit_is_413(builtin_server: Server) -> None:
         chunk = b"\0" * (512 * 1024)
         sent = 0
         try:
-            while sent < 40 * len(chunk):  # 20 MiB, well over the 9 MiB body cap of this server
+            while sent < 40 * len(chunk):  # 20 MiB, well over /analyze's 6 MiB body cap on this server
                 sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 sent += len(chunk)
         except OSError:

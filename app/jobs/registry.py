@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
@@ -61,11 +61,10 @@ class JobKind:
     validate: Callable[[BaseModel, Settings], None] | None = None  # at submit: raise ApiError (422 naming a field)
 
 
-def max_bytes_for(spec: InputSpec, settings: Any) -> int:
-    """Per-file byte limit of an input: images ``max_upload_bytes``, video/audio their own settings when present."""
-    default = int(settings.max_upload_bytes)
+def max_bytes_for(spec: InputSpec, settings: Settings) -> int:
+    """Per-file byte limit of an input: images ``max_upload_bytes``, video and audio their own limits."""
     if spec.kind == "video":
-        return int(getattr(settings, "max_video_bytes", default))
+        return settings.max_video_bytes
     if spec.kind == "audio":
-        return int(getattr(settings, "max_audio_bytes", default))
-    return default
+        return settings.max_audio_bytes
+    return settings.max_upload_bytes

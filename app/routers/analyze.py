@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Response, UploadFile
 
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import error_responses
-from app.routers.forms import reject_unknown_fields
-from app.schemas import AnalyzeResponse, Backend, FaceOut
+from app.routers.forms import options_form
+from app.schemas import AnalyzeOptions, AnalyzeResponse, FaceOut
 from app.services.analyze import analyze
 from app.uploads import read_upload
 from models.face import Face
@@ -39,21 +39,17 @@ def face_out(face: Face, embeddings: bool) -> FaceOut:
     responses=error_responses(413, 415, 422, 503),
 )
 async def analyze_endpoint(
-    request: Request,
     response: Response,
     hub: HubDep,
     pool: PoolDep,
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="The image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
-    embeddings: Annotated[bool, Form(description="Include each face's identity vector")] = False,
-    backend: Annotated[
-        Backend | None, Form(description="auto = neural when its weights are loaded; default FACEAPI_DEFAULT_BACKEND")
-    ] = None,
+    options: Annotated[AnalyzeOptions, Depends(options_form(AnalyzeOptions, ("image",), query=False))],
 ) -> AnalyzeResponse:
-    await reject_unknown_fields(request, {"image", "embeddings", "backend"}, query=False)
+    embeddings = options.embeddings
     data = await read_upload(image, "image", settings.max_upload_bytes)
     result = await pool.run(analyze, hub, data, "image", settings.max_image_pixels,
-                             backend or settings.default_backend, embeddings)
+                             options.backend or settings.default_backend, embeddings)
     response.headers["X-Face-Backend"] = result.backend
     response.headers["Server-Timing"] = result.timings.header()
     return AnalyzeResponse(
