@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from app.config import Settings
@@ -81,7 +82,7 @@ class FrameSwapper:
         t = self.index / self.fps
         self.index += 1
         with self.timings.stage("detect"):
-            if self.cuts.is_cut(frame):
+            if self.cuts.is_cut(_thumbnail(frame, self.cuts.size)):
                 self.tracker.reset()
                 self.main_track, self.assigned = None, {}
             tracks = self.tracker.update(self.analyser.get(frame), t)
@@ -138,6 +139,18 @@ class FrameSwapper:
             for s, t in got:
                 self.assigned[new[t].id] = free[s]
         return [(self.assigned[tr.id], tr.face) for tr in tracks if tr.id in self.assigned]
+
+
+def _thumbnail(frame: np.ndarray, side: int) -> np.ndarray:
+    """The frame shrunk by a whole factor (area average, OpenCV's fast integer path) to a little over ``side`` px
+    on its short side, for the scene-cut detector, whose own area resize to side² from a full 720p frame takes a
+    non-integer generic path (2.2 ms against 0.6 ms for both steps); the histograms it compares are the same to
+    a fraction of a level."""
+    h, w = frame.shape[:2]
+    k = min(h, w) // (side + side // 8)
+    if k < 2:
+        return frame
+    return cv2.resize(frame, (w // k, h // k), interpolation=cv2.INTER_AREA)
 
 
 def check_trim(options: VideoSwapOptions, info: VideoInfo) -> None:
