@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         description="Times the built-in (dlib HOG) detector doubles the image: 0 finds faces of about 80 px and more; "
         "1 finds faces down to about 40 px at 2-3x the detection time.",
     )
+    builtin_min_score: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Minimum built-in (dlib HOG) detector confidence; detections under 0.8 must also be confirmed "
+        "by dlib's CNN face detector on a crop.",
+    )
 
     min_similarity_neural: float = Field(
         0.2, ge=-1.0, le=1.0,

@@ -10,7 +10,9 @@
    An optional Poisson pass (``cv2.seamlessClone``) is available; it tends to pull hair and background
    colour into the face, so it is off by default.
 3. The result is alpha-blended with a feathered mask that lies strictly inside the target's face outline,
-   so pixels outside the outline are bit-identical to the input. An open target mouth keeps its own inside
+   so pixels outside the outline are bit-identical to the input. Over the forehead the mask stops where the
+   skin of either face ends (``skin_extent``: hairline, fringe), so no hair band is pasted across the forehead;
+   the lighting match ignores eyes, brows and lips (the target's eyes are not printed into the source's). An open target mouth keeps its own inside
    (teeth), so a closed source mouth is not stretched over it.
 
 A big source face is first downscaled to the target's size (no aliasing); a face cut by the image border
@@ -23,12 +25,25 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from models.analysis.landmarks import face_outline, face_scale, forehead_points, mirror_68, outer_ring, yaw_ratio
+from models.analysis.landmarks import (
+    BROWS,
+    CHIN,
+    LEFT_EYE,
+    RIGHT_EYE,
+    face_outline,
+    face_scale,
+    forehead_points,
+    mirror_68,
+    outer_ring,
+    yaw_ratio,
+)
 from models.base import LoadSpec
 from models.face import Face
 
 _SUBPIX_SHIFT = 4  # fixed-point bits for rasterising triangles
 _POISSON_MAX_SIDE = 480  # the seamless clone runs at most at this resolution; its correction is smooth
+_MIN_FOREHEAD = 0.06  # the swapped region always reaches this far above the brows (covers the brows themselves)
+_TOP_FEATHER = 0.025  # soft edge at the hairline, fraction of the eyes-to-chin distance
 
 
 def _landmarks(face: Face, which: str) -> np.ndarray:
@@ -42,6 +57,102 @@ def _point_set(lm: np.ndarray, forehead_ratio: float, ring_scale: float) -> np.n
     return np.concatenate([lm, forehead_points(lm, forehead_ratio), outer_ring(lm, ring_scale, forehead_ratio)]).astype(
         np.float64
     )
+
+
+def _up_vector(lm: np.ndarray) -> np.ndarray:
+    """Chin → eye-midpoint vector: one unit of the forehead ratios."""
+    eyes = (lm[LEFT_EYE].mean(axis=0) + lm[RIGHT_EYE].mean(axis=0)) / 2.0
+    return (eyes - lm[CHIN]).astype(np.float32)
+
+
+def skin_extent(img: np.ndarray, lm: np.ndarray, max_ratio: float) -> np.ndarray:
+    """How far skin reaches above each brow point (10 values, fraction of the eyes-to-chin distance, in
+    [``_MIN_FOREHEAD``, ``max_ratio``]): the forehead up to the hairline, a fringe or a hat.
+
+    The skin reference is the face between the eyes and the mouth (cheeks and nose): the mean and spread of
+    its smoothed LAB colour and its local texture (gradient energy). Walking up from each brow point, a
+    sample is skin while its colour is within the reference's spread (brighter is allowed more: foreheads
+    catch the light) and its texture is not hair-like; the walk stops at the second non-skin sample. Works
+    for grey images too (lightness and texture only). Columns are smoothed with their neighbours, so one
+    stray strand does not cut a notch."""
+    h, w = img.shape[:2]
+    size = face_scale(lm)
+    up = _up_vector(lm)
+    out = np.full(len(BROWS), float(max_ratio), np.float32)
+    if max_ratio <= _MIN_FOREHEAD:
+        return np.full(len(BROWS), float(max_ratio), np.float32)
+    # Local window around the face only.
+    pts = np.concatenate([lm, lm[BROWS] + max_ratio * up])
+    x0 = max(0, int(np.floor(pts[:, 0].min())) - 4)
+    y0 = max(0, int(np.floor(pts[:, 1].min())) - 4)
+    x1 = min(w, int(np.ceil(pts[:, 0].max())) + 5)
+    y1 = min(h, int(np.ceil(pts[:, 1].max())) + 5)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return out
+    roi = img[y0:y1, x0:x1]
+    loc = lm - (x0, y0)
+    sig = max(0.8, 0.02 * size)
+    lab = cv2.cvtColor(roi.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
+    lab = cv2.GaussianBlur(lab, (0, 0), sig)
+    grey = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    tex = cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), sig * 1.5)
+    # Reference: cheeks and nose between the lower eyelids and the upper lip.
+    ref = np.zeros(roi.shape[:2], np.uint8)
+    cheek_idx = [1, 2, 3, 31, 32, 33, 34, 35, 13, 14, 15, 46, 47, 40, 41]
+    cv2.fillConvexPoly(ref, cv2.convexHull(np.round(loc[cheek_idx]).astype(np.int32)), 255)
+    for eye in (LEFT_EYE, RIGHT_EYE):  # the eyes themselves are not skin
+        cv2.fillConvexPoly(ref, cv2.convexHull(np.round(loc[eye]).astype(np.int32)), 0)
+    sel = ref > 0
+    if int(sel.sum()) < 16:
+        return out
+    rv = lab[sel]
+    med = np.median(rv, axis=0)
+    spread = np.maximum(np.percentile(np.abs(rv - med), 80, axis=0), [4.0, 2.5, 2.5]).astype(np.float32)
+    tex_ref = float(np.percentile(tex[sel], 75))
+    tex_limit = max(2.0 * tex_ref, tex_ref + 12.0)
+
+    step = 1.0 / max(8.0, size)  # about one pixel per step
+    ratios = np.arange(_MIN_FOREHEAD, max_ratio + 1e-6, step, dtype=np.float32)
+    brow = loc[BROWS]
+    found = np.empty(len(BROWS), np.float32)
+    for i, b in enumerate(brow):
+        xy = b[None, :] + ratios[:, None] * up[None, :]
+        xi = np.clip(np.round(xy[:, 0]).astype(int), 0, roi.shape[1] - 1)
+        yi = np.clip(np.round(xy[:, 1]).astype(int), 0, roi.shape[0] - 1)
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= roi.shape[1] - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= roi.shape[0] - 1)
+        d = lab[yi, xi] - med
+        dl = np.where(d[:, 0] > 0, d[:, 0] / 2.0, d[:, 0])  # brighter than the cheeks: highlight, allowed more
+        dist = np.sqrt((dl / (2.5 * spread[0])) ** 2 + (d[:, 1] / (3.0 * spread[1])) ** 2
+                       + (d[:, 2] / (3.0 * spread[2])) ** 2)
+        skin = (dist <= 1.0) & (tex[yi, xi] <= tex_limit) & inside
+        bad = ~skin
+        stop = len(ratios)
+        for k in range(len(ratios) - 1):
+            if bad[k] and bad[k + 1]:
+                stop = k
+                break
+        found[i] = ratios[stop - 1] if stop > 0 else _MIN_FOREHEAD
+    # Each column may not reach much higher than its neighbours (a lone skin-coloured streak in a fringe).
+    smooth = found.copy()
+    for i in range(len(found)):
+        lo, hi = max(0, i - 1), min(len(found), i + 2)
+        smooth[i] = min(found[i], float(np.median(found[lo:hi])) + 0.03)
+    return np.clip(smooth, _MIN_FOREHEAD, max_ratio).astype(np.float32)
+
+
+def _feature_mask(lm: np.ndarray, shape: tuple[int, int], size: float) -> np.ndarray:
+    """Boolean mask of the eyes, brows and lips (dilated): excluded from the lighting estimate, so the
+    target's dark eyes, brows and lips are not multiplied into the source's (ghost eyes)."""
+    out = np.zeros(shape, np.uint8)
+    for idx in (LEFT_EYE, RIGHT_EYE, np.arange(48, 60)):
+        cv2.fillConvexPoly(out, cv2.convexHull(np.round(lm[idx]).astype(np.int32)), 255)
+    for idx in (np.arange(17, 22), np.arange(22, 27)):
+        cv2.polylines(out, [np.round(lm[idx]).astype(np.int32)], False, 255, max(1, round(0.04 * size)))
+    r = max(1, round(0.06 * size))
+    out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return out > 0
 
 
 def _triangles(points: np.ndarray) -> np.ndarray:
@@ -274,6 +385,13 @@ class ClassicalSwapper:
             s_crop = s_crop[:, ::-1]
             s_lm_loc = mirror_68(s_lm_loc, s_crop.shape[1])
         s_loc = _point_set(s_lm_loc, self.forehead_ratio, self.ring_scale)
+        # How far each face's skin reaches above its brows (hairline, fringe): the swap stops at the lower of
+        # the two, so neither the source's hair is pasted onto the target's forehead nor the target's fringe
+        # replaced. Points correspond one to one (the source's are already mirrored when it was flipped).
+        forehead = np.minimum(
+            skin_extent(np.ascontiguousarray(s_crop), s_lm_loc, self.forehead_ratio),
+            skin_extent(img, t_lm, self.forehead_ratio),
+        )
         t_size = face_scale(t_lm)
         factor = t_size / face_scale(s_lm)
         if factor < 0.9:
@@ -313,6 +431,18 @@ class ClassicalSwapper:
         face_mask[~valid] = 0
         radius = max(1, round(self.feather * t_size))
         alpha = _feather(face_mask, radius)
+        # The hairline: everything above the skin limit points is excluded, with a narrow soft edge of its own
+        # (the wide feather of the outline would fade the brows when the skin ends just above them).
+        t_up = _up_vector(t_lm)
+        limit = t_lm[BROWS] + forehead[:, None] * t_up[None, :] - (x0, y0)
+        top_mask = np.zeros((rh, rw), np.uint8)
+        ext_l = limit[0] + (limit[0] - limit[1]) * 3.0
+        ext_r = limit[-1] + (limit[-1] - limit[-2]) * 3.0
+        top_poly = np.concatenate([[ext_l], limit, [ext_r], [ext_r - 3.0 * t_up], [ext_l - 3.0 * t_up]])
+        cv2.fillPoly(top_mask, [np.round(top_poly * mult).astype(np.int32)], 255, cv2.LINE_8, _SUBPIX_SHIFT)
+        top_mask[face_mask == 0] = 0
+        face_mask = top_mask
+        alpha *= _feather(top_mask, max(1, round(_TOP_FEATHER * t_size)))
         if self.keep_mouth:
             alpha *= 1.0 - _mouth_mask(t_lm - (x0, y0), (rh, rw), t_size)
         if not np.any(alpha > 0):
@@ -325,7 +455,15 @@ class ClassicalSwapper:
         target_roi = img[y0 + by : y0 + by + bh, x0 + bx : x0 + bx + bw]
         inner = _erode(face_mask, radius)
         stats_mask = inner if inner.sum() >= 16 else face_mask > 0
-        corrected = _match_colour(warped, target_roi, stats_mask, face_mask > 0, self.relight * t_size)
+        # Skin only for the colour statistics and the lighting: eyes, brows and lips differ between the two
+        # faces and would otherwise print the target's eyes into the source's (ghost eyes).
+        features = _feature_mask(t_lm - (x0 + bx, y0 + by), (bh, bw), t_size)
+        skin_stats = stats_mask & ~features
+        skin_region = (face_mask > 0) & ~features
+        corrected = _match_colour(
+            warped, target_roi, skin_stats if skin_stats.sum() >= 16 else stats_mask,
+            skin_region if skin_region.sum() >= 16 else face_mask > 0, self.relight * t_size,
+        )
 
         if self.poisson:
             clone_mask = np.where(_erode(face_mask, 1.0), 255, 0).astype(np.uint8)
