@@ -12,8 +12,8 @@
 3. The result is alpha-blended with a feathered mask that lies strictly inside the target's face outline,
    so pixels outside the outline are bit-identical to the input. Over the forehead the mask stops where the
    skin of either face ends (``skin_extent``: hairline, fringe), so no hair band is pasted across the forehead;
-   the lighting match ignores eyes, brows and lips (the target's eyes are not printed into the source's). An open target mouth keeps its own inside
-   (teeth), so a closed source mouth is not stretched over it.
+   the lighting match ignores eyes, brows and lips (the target's eyes are not printed into the source's).
+   An open target mouth keeps its own inside (teeth), so a closed source mouth is not stretched over it.
 
 A big source face is first downscaled to the target's size (no aliasing); a face cut by the image border
 on either side is handled (the part of the source outside its image is never used).
