@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             det_size=settings.det_size,
             det_thresh=settings.det_threshold,
             builtin_upsample=settings.builtin_upsample,
+            builtin_min_score=settings.builtin_min_score,
         )
         app.state.hub = hub
         app.state.bucket, app.state.bucket_error = open_bucket(settings)

@@ -93,6 +93,7 @@ class LoadSpec:
     det_size: int = 640
     det_thresh: float = 0.5
     builtin_upsample: int = 0
+    builtin_min_score: float = 0.5
 
 
 Model = Analyser | Swapper | Restorer | Upscaler | Occluder | Parser

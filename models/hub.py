@@ -57,6 +57,7 @@ class ModelHub:
         det_size: int = 640,
         det_thresh: float = 0.5,
         builtin_upsample: int = 0,
+        builtin_min_score: float = 0.5,
     ) -> None:
         self.weights_dir = Path(weights_dir)
         self.jobs = list(jobs)
@@ -64,6 +65,7 @@ class ModelHub:
         self.det_size = det_size
         self.det_thresh = det_thresh
         self.builtin_upsample = builtin_upsample
+        self.builtin_min_score = builtin_min_score
         self.providers: list[str] = []
         # kind → slot key → model, filled from the registry (slot keys: backend, restorer name, scale, mask role)
         self.loaded: dict[str, dict[str, Model]] = {}
@@ -106,6 +108,7 @@ class ModelHub:
             spec = LoadSpec(
                 path=self.weights_dir / root if root else None, providers=self.providers, options=dict(family.options),
                 det_size=self.det_size, det_thresh=self.det_thresh, builtin_upsample=self.builtin_upsample,
+                builtin_min_score=self.builtin_min_score,
             )
             model = cast(Model, cls.load(spec))
             model.prepare()

@@ -92,7 +92,7 @@ class DlibAnalyser:
     @classmethod
     def load(cls, spec: LoadSpec) -> DlibAnalyser:
         # ``builtin_min_score`` is read when LoadSpec carries it (FACEAPI_BUILTIN_MIN_SCORE), else the default.
-        return cls(upsample=spec.builtin_upsample, min_score=getattr(spec, "builtin_min_score", DEFAULT_MIN_SCORE))
+        return cls(upsample=spec.builtin_upsample, min_score=spec.builtin_min_score)
 
     def __init__(
         self,
