@@ -23,7 +23,8 @@ class Settings(BaseSettings):
         Path("weights"), description="Where `weights download` puts files and the server looks for them."
     )
     enabled_jobs: Annotated[list[Job], NoDecode] = Field(
-        ["analyze", "faceswap", "enhance"], description="Comma-separated jobs whose models are loaded at start-up."
+        ["analyze", "faceswap", "enhance", "lipsync"],
+        description="Comma-separated jobs whose models are loaded at start-up.",
     )
     execution_provider: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="ONNX Runtime provider: auto = CUDA when a GPU is usable, else CPU."

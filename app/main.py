@@ -17,7 +17,7 @@ from app.inference import InferencePool
 from app.jobs.kinds import KINDS
 from app.jobs.service import JobService
 from app.observability import RequestIdMiddleware, setup_logging
-from app.routers import analyze, enhance, faceswap, faceswap_video, health, jobs, swap_url
+from app.routers import analyze, enhance, faceswap, faceswap_video, health, jobs, lipsync, swap_url
 from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware, body_caps, use_temp_dir
 from models.hub import ModelHub
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
     app.add_middleware(RequestIdMiddleware)
     for router in (health.router, analyze.router, faceswap.router, faceswap_video.router, swap_url.router,
-                   enhance.router, jobs.router):
+                   enhance.router, lipsync.router, jobs.router):
         app.include_router(router)
     return app
 

@@ -184,6 +184,54 @@ class VideoSwapOptions(SwapOptions):
         return end
 
 
+LipsyncDuration = Literal["audio", "video"]
+LipsyncLoop = Literal["pingpong", "repeat", "freeze"]
+
+
+class LipsyncOptions(BaseModel):
+    """Options of /lipsync (form fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration: LipsyncDuration = Field(
+        "audio", description="audio: the output lasts as long as the audio (as Wav2Lip); video: as long as the video "
+        "(the audio is cut, or the mouth stays closed after it ends). A still image always follows the audio",
+    )
+    loop: LipsyncLoop = Field(
+        "pingpong", description="When the audio outlasts the video: pingpong plays it forwards then backwards (no "
+        "jump), repeat starts it again, freeze holds the last frame",
+    )
+    pads: str = Field(
+        "0,10,0,0", pattern=r"^\s*\d{1,4}\s*(,\s*\d{1,4}\s*){3}$",
+        description="Pixels added to the face box: top, bottom, left, right (Wav2Lip's --pads; the bottom pad keeps "
+        "the chin inside the crop)",
+    )
+    smoothing: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Temporal smoothing of the face landmarks (One-Euro filter): 0 = none, 1 = strong; the crop "
+        "box is also averaged over 5 frames, as Wav2Lip does",
+    )
+    enhance: bool = Field(
+        False, description="Restore the mouth region with GFPGAN (else CodeFormer) after lip sync; 503 when neither "
+        "is loaded",
+    )
+    backend: Backend | None = Field(
+        None, description="builtin: the loudness-driven preview (no download); neural: Wav2Lip-GAN (the ONNX file "
+        "when present, else the .pth); auto = neural when loaded. Default FACEAPI_DEFAULT_BACKEND",
+    )
+    batch_size: int = Field(16, ge=1, le=256, description="Frames per model call (Wav2Lip's inference batch)")
+    fps: float | None = Field(None, ge=1.0, le=60.0, description="Frame rate of the output for a still `image` "
+                              "(default 25); ignored for a video, whose own rate is kept")
+    quality: int | None = Field(None, ge=0, le=51, description="H.264 CRF: lower is better and bigger; default "
+                                "FACEAPI_VIDEO_CRF")
+
+    @property
+    def pad_values(self) -> tuple[int, int, int, int]:
+        """``pads`` as (top, bottom, left, right) pixels."""
+        top, bottom, left, right = (int(v) for v in self.pads.split(","))
+        return top, bottom, left, right
+
+
 class EnhanceOptions(RestoreOptions):
     """Options of /enhance (form fields)."""
 

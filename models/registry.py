@@ -61,7 +61,8 @@ JOBS: dict[str, Job] = {j.name: j for j in (
         needs=("buffalo_l", "inswapper_128"), uses=("dlib_analyser", "classical_swap", *_ENHANCERS)),
     Job("enhance", True, kinds=("restorer",), backends=("gfpgan", "codeformer", "builtin"),
         needs=("gfpgan",), uses=("dlib_analyser", *_ENHANCERS), builds_on=("analyze",)),
-    Job("lipsync", False, needs=("buffalo_l", "wav2lip_gan"), uses=("wav2lip_gan_96", "xseg_1", "bisenet_resnet_34")),
+    Job("lipsync", True, kinds=("lipsync",), backends=("neural", "builtin"), needs=("wav2lip_gan",),
+        uses=("lipsync_preview", "wav2lip_gan_96", "dlib_analyser", "buffalo_l", "gfpgan", "codeformer")),
     Job("genderswap", False, needs=("buffalo_l", "realistic_vision_v6"), uses=("bisenet_resnet_34",)),
 )}
 
@@ -87,8 +88,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bisenet_resnet_34", "mask", "parser", "models.masks.face_masks:FaceParser",
            weights="bisenet_resnet_34", files=("bisenet_resnet_34.onnx",)),
     Family("2dfan4", "landmarks", "neural", None, weights="2dfan4", files=("2dfan4.onnx",)),
-    Family("wav2lip_gan", "lipsync", "neural", None, weights="wav2lip_gan", files=("wav2lip_gan.pth",)),
-    Family("wav2lip_gan_96", "lipsync", "neural", None, weights="wav2lip_gan_96", files=("wav2lip_gan_96.onnx",)),
+    Family("lipsync_preview", "lipsync", "builtin", "models.lipsync.preview:PreviewLipSync"),
+    # Both Wav2Lip families fill the neural slot; the ONNX one loads last, so it is used when present.
+    Family("wav2lip_gan", "lipsync", "neural", "models.lipsync.wav2lip:TorchLipSync", weights="wav2lip_gan",
+           files=("wav2lip_gan.pth",)),
+    Family("wav2lip_gan_96", "lipsync", "neural", "models.lipsync.wav2lip:OnnxLipSync", weights="wav2lip_gan_96",
+           files=("wav2lip_gan_96.onnx",)),
     Family("realistic_vision_v6", "diffusion", "neural", None, weights="realistic_vision_v6",
            files=("realisticVisionV60B1_v20Novae.safetensors",)),
 )}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from app.jobs.registry import InputSpec, JobContext, JobKind, JobOutput
-from app.schemas import EnhanceOptions, SwapOptions, VideoSwapOptions
+from app.schemas import EnhanceOptions, LipsyncOptions, SwapOptions, VideoSwapOptions
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -145,4 +145,29 @@ FACESWAP_VIDEO = JobKind(
     summary="Video face swap as a job (the work of POST /faceswap/video); progress counts frames",
 )
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP, ENHANCE, FACESWAP_VIDEO)}
+def run_lipsync(ctx: JobContext) -> JobOutput:
+    from app.services.lipsync import AUDIO_FIELD, IMAGE_FIELD, VIDEO_FIELD, lipsync
+
+    options: LipsyncOptions = ctx.options  # type: ignore[assignment]
+    video, image = ctx.inputs.get(VIDEO_FIELD) or [], ctx.inputs.get(IMAGE_FIELD) or []
+    result = lipsync(ctx.hub, options, ctx.settings, ctx.inputs[AUDIO_FIELD][0], ctx.workdir / "result.mp4",
+                     video_path=video[0] if video else None, image_path=image[0] if image else None,
+                     progress=ctx.progress)
+    ctx.progress(result.frames, result.frames)
+    return JobOutput(result.path, "video/mp4", result.headers())
+
+
+LIPSYNC = JobKind(
+    name="lipsync",
+    options=LipsyncOptions,
+    inputs={
+        "video": InputSpec("video", required=False, description="The video whose speaker is lip-synced (or image)"),
+        "image": InputSpec("image", required=False, description="A still portrait to animate (or video)"),
+        "audio": InputSpec("audio", description="The new audio (WAV, MP3, AAC/M4A, Ogg/Opus, FLAC, or a video's)"),
+    },
+    run=run_lipsync,
+    unit="frames",
+    summary="Lip sync as a job (the work of POST /lipsync); progress counts output frames",
+)
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP, ENHANCE, FACESWAP_VIDEO, LIPSYNC)}
