@@ -16,7 +16,18 @@ def main() -> None:
     en.add_argument("--repeat", type=int, default=3, help="repetitions per case (median reported)")
     sub.add_parser("media", help="720p decode/encode fps vs raw PyAV, pipeline throughput, peak RSS of 10 s/60 s")
     vi = sub.add_parser("video", help="video face swap: whole pipeline vs its detector + swapper alone, per stage")
-    vi.add_argument("--seconds", type=float, default=4.0, help="length of the 720p clip")
+    vi.add_argument("--seconds", type=float, default=10.0, help="length of the 720p clip")
+    vi.add_argument("--configs", default="", help="comma-separated subset of builtin, neural, neural-heavy, "
+                    "neural-heavy+gfpgan (default: all)")
+    vi.add_argument("--rss-seconds", type=float, default=60.0,
+                    help="length of the long clip for peak RSS, against --seconds (0 skips)")
+    vi.add_argument("--frames-dir", default="", help="write the middle output frame of each configuration here (PNG)")
+    vi.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one configuration in a fresh process
+    vi.add_argument("--clip", default="", help=argparse.SUPPRESS)
+    vi.add_argument("--weights", default="", help=argparse.SUPPRESS)
+    vi.add_argument("--out", default="", help=argparse.SUPPRESS)
+    vi.add_argument("--frame-png", default="", help=argparse.SUPPRESS)
+    vi.add_argument("--no-ceiling", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap

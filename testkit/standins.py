@@ -10,6 +10,8 @@ Each ``make_*`` writes one small deterministic ONNX file built with ``onnx.helpe
 - ``make_inswapper``: inswapper_128's interface (``target`` [1,3,128,128], ``source`` [1,512] →
   [1,3,128,128], 512x512 ``emap`` as the last initializer); output = clip(0.5·target + 0.5·colour) with
   colour = sigmoid(source @ W), a per-channel constant that depends on the latent.
+- ``make_inswapper_heavy``: the same interface and picture plus about 10 GFLOP of real 3×3 convolutions per
+  call (benchmarks: a swapper that costs what the real one does).
 - ``make_genderage`` / ``make_landmark_3d68``: genderage.onnx ([1,3,96,96] → [1,3]) and 1k3d68.onnx
   ([1,3,192,192] → [1,3309]) with simple image-dependent / constant outputs.
 
@@ -192,6 +194,65 @@ def make_inswapper(path: str | os.PathLike, seed: int = 4321) -> Path:
         helper.make_node("Clip", ["halved", "zero", "one"], ["output"], name="clip"),
     ]
     graph = helper.make_graph(nodes, "inswapper_standin", [target, source], [out], initializer=inits)
+    return _save(_model(graph), path)
+
+
+def inswapper_heavy_gflop(convs: int = 8, width: int = 64, size: int = 128) -> float:
+    """Multiply-adds ×2 of one call of ``make_inswapper_heavy`` (its 3×3 convolutions), in GFLOP."""
+    per = 2 * size * size * 9
+    return (per * 3 * width + convs * per * width * width + per * width * 3) / 1e9
+
+
+def make_inswapper_heavy(path: str | os.PathLike, convs: int = 8, width: int = 64, seed: int = 4321,
+                         batch: int | str = 1) -> Path:
+    """inswapper_128 stand-in with a real network's cost: the interface of ``make_inswapper`` (``target``
+    [B,3,128,128], ``source`` [B,512] → [B,3,128,128], ``emap`` the last initializer; B = ``batch``, 1 like the
+    real file, or a name for a dynamic batch) and the same picture, plus ``convs`` 3×3 convolutions of ``width``
+    channels at 128² (with ReLU) whose result is added at 1/1000 strength, so nothing can be optimised away.
+    8 × 64 channels: about 9.8 GFLOP per call (``inswapper_heavy_gflop``), the order of inswapper_128 itself."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((512, 3)) * 3.0).astype(np.float32)
+    emap = (rng.standard_normal((512, 512)) / np.sqrt(512) + np.eye(512) * 0.5).astype(np.float32)
+    target = helper.make_tensor_value_info("target", TensorProto.FLOAT, [batch, 3, 128, 128])
+    source = helper.make_tensor_value_info("source", TensorProto.FLOAT, [batch, 512])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 3, 128, 128])
+
+    def conv_w(cout: int, cin: int) -> np.ndarray:
+        return (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (9 * cin))).astype(np.float32)
+
+    inits = [
+        numpy_helper.from_array(w, "colour_w"),
+        numpy_helper.from_array(np.array([-1, 3, 1, 1], np.int64), "colour_shape"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(np.array(0.001, np.float32), "detail_gain"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["source", "colour_w"], ["logits"], name="colour_proj"),
+        helper.make_node("Sigmoid", ["logits"], ["colour3"], name="colour_sigmoid"),
+        helper.make_node("Reshape", ["colour3", "colour_shape"], ["colour"], name="colour_reshape"),
+    ]
+    chans = [3] + [width] * (convs + 1) + [3]
+    x = "target"
+    for i in range(len(chans) - 1):
+        inits.append(numpy_helper.from_array(conv_w(chans[i + 1], chans[i]), f"conv{i}_w"))
+        inits.append(numpy_helper.from_array(np.zeros(chans[i + 1], np.float32), f"conv{i}_b"))
+        nodes.append(helper.make_node("Conv", [x, f"conv{i}_w", f"conv{i}_b"], [f"conv{i}"], name=f"conv{i}",
+                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        x = f"conv{i}"
+        if i < len(chans) - 2:
+            nodes.append(helper.make_node("Relu", [x], [f"relu{i}"], name=f"relu{i}"))
+            x = f"relu{i}"
+    inits.append(numpy_helper.from_array(emap, "emap"))  # must stay the LAST initializer
+    nodes += [
+        helper.make_node("Mul", [x, "detail_gain"], ["detail"], name="detail"),
+        helper.make_node("Add", ["target", "colour"], ["mixed"], name="mix"),
+        helper.make_node("Mul", ["mixed", "half"], ["halved"], name="halve"),
+        helper.make_node("Add", ["halved", "detail"], ["detailed"], name="add_detail"),
+        helper.make_node("Clip", ["detailed", "zero", "one"], ["output"], name="clip"),
+    ]
+    graph = helper.make_graph(nodes, "inswapper_heavy_standin", [target, source], [out], initializer=inits)
     return _save(_model(graph), path)
 
 

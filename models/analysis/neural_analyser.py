@@ -25,7 +25,7 @@ import numpy as np
 from models import align
 from models.base import LoadSpec
 from models.face import Face
-from models.providers import session_options
+from models.onnx_model import no_spin_options
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _load(path: Path, providers: list[str]) -> Any:
     from insightface.model_zoo import get_model
 
     with contextlib.redirect_stdout(io.StringIO()):  # some insightface constructors print
-        return get_model(str(path), providers=list(providers), sess_options=session_options())
+        return get_model(str(path), providers=list(providers), sess_options=no_spin_options())
 
 
 class NeuralAnalyser:
