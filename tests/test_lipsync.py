@@ -290,3 +290,49 @@ def test_mouth_follows_the_audio_at_lag_zero(builtin_hub, hanks_bgr: np.ndarray,
     print(f"sync at {float(fps):.2f} fps: peak at lag {lag} frames, correlation {score:.3f}")
     assert abs(lag) <= 1, (lag, score)
     assert score > 0.8
+
+
+# ---- the neural path: the real Wav2Lip architecture with random weights, exported to ONNX -------------------------
+
+
+@pytest.fixture(scope="module")
+def wav2lip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from Wav2Lip.export import export_onnx
+    from Wav2Lip.model import Wav2Lip
+
+    d = tmp_path_factory.mktemp("w2l_weights")
+    torch.manual_seed(0)
+    export_onnx(Wav2Lip().eval(), d / "wav2lip_gan_96.onnx")
+    return d
+
+
+def test_neural_backend_on_a_random_weight_export(wav2lip_weights: Path, hanks_bgr: np.ndarray,
+                                                  tmp_path: Path) -> None:
+    from app.config import Settings
+    from app.schemas import LipsyncOptions
+    from app.services.lipsync import lipsync
+    from models.hub import ModelHub
+
+    hub = ModelHub(wav2lip_weights, ["lipsync"])
+    hub.load()
+    assert hub.backends_for("lipsync") == ["neural", "builtin"]
+    assert type(hub.loaded["lipsync"]["neural"]).__name__ == "OnnxLipSync"
+    face = hanks_face(hanks_bgr)
+    frames = [face_frame(face, i, marker=False) for i in range(12)]
+    video = write_video(tmp_path / "face.mp4", frames)
+    audio = write_wav(tmp_path / "a.wav", bursts(0.6))
+    result = lipsync(hub, LipsyncOptions(backend="auto", batch_size=5), Settings(weights_dir=wav2lip_weights), audio,
+                     tmp_path / "out.mp4", video_path=video)
+    assert result.backend == "neural"
+    assert result.frames == 15 and result.frames_synced >= 13
+    out, _, heard, arate = read_output(result.path)
+    assert len(out) == 15 and abs(heard.size / arate - 0.6) <= 1 / FPS
+    # random weights paint noise into the lower face only: the eyes and the background stay the source's
+    lm = hub.analysers["builtin"].get(frames[0])[0].landmarks
+    eyes = slice(int(lm[19, 1]) - 4, int(lm[38, 1])), slice(int(lm[36, 0]), int(lm[45, 0]))
+    mouth = slice(int(lm[51, 1]), int(lm[57, 1])), slice(int(lm[48, 0]), int(lm[54, 0]))
+    d_eyes = np.abs(out[0][eyes].astype(np.float32) - frames[0][eyes]).mean()
+    d_mouth = np.abs(out[0][mouth].astype(np.float32) - frames[0][mouth]).mean()
+    d_background = np.abs(out[0][:, :40].astype(np.float32) - frames[0][:, :40]).mean()  # two H.264 round trips
+    assert d_mouth > 10 and d_eyes < d_background + 2 and d_background < 8, (d_mouth, d_eyes, d_background)

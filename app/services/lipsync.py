@@ -241,26 +241,28 @@ class SampleWindows:
 
 
 class MelWindows:
-    """Wav2Lip's mel window of frame ``j``: columns ``[int(80·j/fps), +16)`` of the whole track's spectrogram
-    (``Wav2Lip.audio``), silence (−4) past the end of the audio."""
+    """Wav2Lip's mel window of frame ``j``: columns ``[⌊80·j/fps⌋, +16)``, computed as the audio streams in
+    (``Wav2Lip.audio.stream_mel_chunks``: only the columns between the current window and the newest are held);
+    frames past the end of the audio get silence (−4)."""
 
-    def __init__(self, audio_path: Path, fps: Fraction) -> None:
-        from app.media.audio import decode_audio
-        from Wav2Lip import audio as w2l_audio
+    def __init__(self, chunks: Iterator[np.ndarray], fps: Fraction) -> None:
+        from Wav2Lip.audio import stream_mel_chunks
 
-        wav = decode_audio(audio_path, SAMPLE_RATE, AUDIO_FIELD)
-        self.mel = np.asarray(w2l_audio.melspectrogram(wav), np.float32)
-        self.fps = fps
+        self.windows = stream_mel_chunks(chunks, fps)
+        self.next = 0
+        self.last: np.ndarray | None = None
+        self.done = False
 
     def window(self, j: int) -> np.ndarray:
-        cols = self.mel.shape[1]
-        start = int(Fraction(80 * j) / self.fps)
-        if start >= cols:
-            return np.full((80, 16), -4.0, np.float32)
-        if start + 16 > cols:
-            return self.mel[:, cols - 16:] if cols >= 16 else np.pad(self.mel, ((0, 0), (0, 16 - cols)),
-                                                                      constant_values=-4.0)
-        return self.mel[:, start: start + 16]
+        while not self.done and self.next <= j:
+            got = next(self.windows, None)
+            if got is None:
+                self.done = True
+                break
+            self.last, self.next = got, self.next + 1
+        if j == self.next - 1 and self.last is not None:
+            return self.last
+        return np.full((80, 16), -4.0, np.float32)
 
 
 # ---- faces: detect, track, bridge gaps, smooth boxes ------------------------------------------------------------
@@ -509,10 +511,8 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
             result.append(_Failure(exc))
             stop.set()
 
-    if neural:
-        windows: Any = MelWindows(audio_path, plan.fps)
-    else:
-        windows = SampleWindows(iter_audio(audio_path, SAMPLE_RATE, AUDIO_FIELD), plan.fps)
+    chunks = iter_audio(audio_path, SAMPLE_RATE, AUDIO_FIELD)
+    windows: Any = MelWindows(chunks, plan.fps) if neural else SampleWindows(chunks, plan.fps)
     threads = [threading.Thread(target=source, name="lipsync-source", daemon=True),
                threading.Thread(target=detect, name="lipsync-detect", daemon=True),
                threading.Thread(target=encode, name="lipsync-encode", daemon=True)]
