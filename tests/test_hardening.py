@@ -1,0 +1,150 @@
+"""Regression tests for issue 12's defects: strict image decoding, slow clients, clean error messages, the
+documented errors, and nothing written outside the server's directories."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.errors import ApiError
+from app.media.image import decode_image
+
+# ---- 1. corrupt images are refused (422 invalid_media), never decoded into black rows --------------------------
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+
+def _png(w: int, h: int, raw: bytes, interlace: int = 0, colour: int = 2) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+
+
+def _pixels(h: int = 120, w: int = 160) -> np.ndarray:
+    return np.random.default_rng(12).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def png_short_idat() -> bytes:
+    """A well-formed PNG (every CRC right, IEND present) whose IDAT holds only half of the rows."""
+    arr = _pixels()
+    raw = b"".join(b"\x00" + arr[y].tobytes() for y in range(arr.shape[0] // 2))
+    return _png(arr.shape[1], arr.shape[0], raw)
+
+
+def png_bad_idat_crc() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    i = data.find(b"IDAT")
+    (length,) = struct.unpack(">I", data[i - 4 : i])
+    data[i + 4 + length] ^= 0xFF  # the first CRC byte
+    return bytes(data)
+
+
+def png_header_bomb() -> bytes:
+    """99 bytes declaring 6300×6300 (39.7 MP): the IDAT is cut off, there is no IEND."""
+    ihdr = struct.pack(">IIBBBBB", 6300, 6300, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 200_000, 9)
+    data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat)
+    return data[:99]
+
+
+def _adam7_png(arr: np.ndarray) -> bytes:
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = arr[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    return _png(arr.shape[1], arr.shape[0], raw, interlace=1)
+
+
+LEAK = re.compile(r"0x[0-9a-f]{6,}|<_io\.|object at|Errno|Traceback|PIL|libpng|/tmp/|/work/", re.I)
+
+
+def _refused(data: bytes, max_pixels: int = 40_000_000) -> ApiError:
+    with pytest.raises(ApiError) as err:
+        decode_image(data, "image", max_pixels)
+    assert err.value.status == 422 and err.value.code == "invalid_media" and err.value.field == "image"
+    assert not LEAK.search(err.value.message), err.value.message
+    return err.value
+
+
+def test_png_with_missing_rows_is_refused() -> None:
+    assert "rows are missing" in _refused(png_short_idat()).message
+
+
+def test_png_with_bad_crc_is_refused() -> None:
+    assert "checksum" in _refused(png_bad_idat_crc()).message
+
+
+def test_png_header_bomb_is_refused_at_once() -> None:
+    data = png_header_bomb()
+    assert len(data) == 99
+    t = time.process_time()
+    assert "truncated" in _refused(data).message
+    assert time.process_time() - t < 0.05
+
+
+def test_png_bomb_with_iend_is_refused_without_decoding() -> None:
+    ihdr = struct.pack(">IIBBBBB", 6300, 6300, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 99)) \
+        + _chunk(b"IEND", b"")
+    t = time.process_time()
+    assert "ends early" in _refused(data).message
+    assert time.process_time() - t < 0.05
+
+
+def test_interlaced_and_palette_pngs_still_decode() -> None:
+    arr = _pixels(37, 53)
+    d = decode_image(_adam7_png(arr), "image", 10**6)
+    assert np.array_equal(d.bgr[..., ::-1], arr)
+    for mode in ("P", "1", "LA", "I;16"):
+        buf = io.BytesIO()
+        im = Image.fromarray(arr).convert("L" if mode == "I;16" else mode)
+        if mode == "I;16":
+            im = Image.fromarray(np.asarray(im).astype(np.uint16) * 257)
+        im.save(buf, "PNG")
+        assert decode_image(buf.getvalue(), "image", 10**6).width == 53
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_truncated_files_of_every_format_are_refused(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).save(buf, fmt)
+    data = buf.getvalue()
+    assert decode_image(data, "image", 10**6).height == 120
+    for cut in (len(data) // 2, len(data) - 7):
+        _refused(data[:cut])
+
+
+def test_unreadable_header_names_no_repr() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels()).save(buf, "TIFF", compression="tiff_deflate")
+    msg = _refused(buf.getvalue()[:40]).message
+    assert msg.startswith("image ") and "TIFF" in msg
+
+
+def test_corrupt_pngs_over_http(builtin_server) -> None:  # noqa: ANN001
+    with builtin_server.client() as c:
+        for name, data in (("short", png_short_idat()), ("crc", png_bad_idat_crc()), ("bomb", png_header_bomb())):
+            for path in ("/analyze", "/enhance"):
+                t = time.monotonic()
+                r = c.post(path, files={"image": (f"{name}.png", data, "image/png")})
+                assert r.status_code == 422, (name, path, r.text)
+                err = r.json()["error"]
+                assert err["code"] == "invalid_media" and err["field"] == "image", err
+                assert not LEAK.search(err["message"]), err
+                assert time.monotonic() - t < 1.0, (name, path)
+            r = c.post("/faceswap", files={"source_image": ("s.png", data, "image/png"),
+                                           "target_image": ("t.png", data, "image/png")})
+            assert r.status_code == 422 and r.json()["error"]["field"] == "source_image", r.text
