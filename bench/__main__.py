@@ -28,6 +28,10 @@ def main() -> None:
     vi.add_argument("--out", default="", help=argparse.SUPPRESS)
     vi.add_argument("--frame-png", default="", help=argparse.SUPPRESS)
     vi.add_argument("--no-ceiling", action="store_true", help=argparse.SUPPRESS)
+    ls = sub.add_parser("lipsync", help="lip sync with the real Wav2Lip architecture: end-to-end vs model alone, RSS")
+    ls.add_argument("--seconds", type=float, default=10.0, help="length of the 720p clip for the fps row")
+    ls.add_argument("--rss-seconds", type=float, default=60.0, help="length of the clip for the second RSS row")
+    ls.add_argument("--batch", type=int, default=16, help="frames per model call")
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
@@ -45,6 +49,10 @@ def main() -> None:
         from bench import video
 
         video.main(args)
+    elif args.name == "lipsync":
+        from bench import lipsync
+
+        lipsync.main(args)
 
 
 if __name__ == "__main__":

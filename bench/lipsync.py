@@ -1,0 +1,139 @@
+"""``python -m bench lipsync``: /lipsync's pipeline with the real Wav2Lip architecture (random weights, PyTorch, the
+published checkpoint layout) on a 720p, 25 fps clip with one face (Tom Hanks scaled to about 300 px, drifting) and
+tone-burst audio as long as the clip.
+
+Every run is a fresh subprocess, so its peak RSS (/proc VmHWM) is its own. ``e2e_fps`` is output frames over the
+wall time of the whole job (decode, detect, track, crop, model, paste, encode, audio mux); ``model_fps`` runs the
+model alone, afterwards in the same process, on as many batches of the same size (crops and mel windows prepared
+beforehand). The RSS rows repeat the job on a ``--seconds`` clip and a ``--rss-seconds`` clip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.report import table, write
+
+COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "peak_rss_mb"]
+
+
+def _clip(d: Path, seconds: float) -> tuple[Path, Path]:
+    import av
+    import cv2
+    import insightface
+
+    hanks = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
+    face = cv2.resize(cv2.imread(str(hanks)), (300, 300),
+                      interpolation=cv2.INTER_CUBIC)
+    video = d / f"clip{seconds:g}.mp4"
+    with av.open(str(video), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 1280, 720, "yuv420p"
+        vs.options = {"crf": "20", "preset": "veryfast"}
+        y, x = np.mgrid[0:720, 0:1280]
+        base = np.stack([(x * 200 // 1280), (y * 200 // 720), np.full_like(x, 90)], -1).astype(np.uint8)
+        for i in range(int(seconds * 25)):
+            img = base.copy()
+            ox = 480 + int(40 * np.sin(i / 25))
+            img[200:500, ox: ox + 300] = face
+            vf = av.VideoFrame.from_ndarray(img, format="bgr24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * ((t % 0.7) < 0.3) * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+    audio = d / f"audio{seconds:g}.wav"
+    with av.open(str(audio), "w", format="wav") as out:
+        st = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        fr = av.AudioFrame.from_ndarray(wave[None], format="s16", layout="mono")
+        fr.sample_rate = rate
+        for p in [*st.encode(fr), *st.encode(None)]:
+            out.mux(p)
+    return video, audio
+
+
+def _weights(d: Path) -> Path:
+    import torch
+
+    from Wav2Lip.model import Wav2Lip
+
+    torch.manual_seed(0)
+    state = {f"module.{k}": v for k, v in Wav2Lip().state_dict().items()}
+    torch.save({"state_dict": state, "global_step": 0}, d / "wav2lip_gan.pth")
+    return d
+
+
+def child(seconds: float, batch: int, weights: str, model_alone: bool) -> dict[str, Any]:
+    """One job in this process; prints its row as JSON."""
+    from app.config import Settings
+    from app.schemas import LipsyncOptions
+    from app.services.lipsync import lipsync
+    from models.hub import ModelHub
+
+    d = Path(tempfile.mkdtemp(prefix="bench-lipsync-"))
+    video, audio = _clip(d, seconds)
+    hub = ModelHub(Path(weights), ["lipsync"])
+    hub.load()
+    t0 = time.perf_counter()
+    result = lipsync(hub, LipsyncOptions(backend="neural", batch_size=batch), Settings(weights_dir=weights), audio,
+                     d / "out.mp4", video_path=video)
+    wall = time.perf_counter() - t0
+    rss = _vm_hwm_mb()
+    row: dict[str, Any] = {"seconds": seconds, "frames": result.frames, "batch": batch,
+                           "e2e_fps": round(result.frames / wall, 2), "synced": result.frames_synced,
+                           "peak_rss_mb": rss, "timings": dict(result.timings)}
+    if model_alone:
+        model = hub.loaded["lipsync"]["neural"]
+        rng = np.random.default_rng(0)
+        crops = rng.integers(0, 255, (batch, 96, 96, 3), np.uint8)
+        mel = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
+        n = -(-result.frames // batch)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            model.predict_crops(mel, crops)
+        row["model_fps"] = round(n * batch / (time.perf_counter() - t0), 2)
+        row["vs_model"] = f"{100 * row['e2e_fps'] / row['model_fps']:.0f} %"
+    print(json.dumps(row))
+    return row
+
+
+def _vm_hwm_mb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
+def _run(seconds: float, batch: int, weights: Path, model_alone: bool) -> dict[str, Any]:
+    code = (f"from bench.lipsync import child; child({seconds!r}, {batch!r}, {str(weights)!r}, {model_alone!r})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(args: Any) -> None:
+    weights = _weights(Path(tempfile.mkdtemp(prefix="bench-w2l-")))
+    rows = [_run(args.seconds, args.batch, weights, True), _run(args.rss_seconds, args.batch, weights, False)]
+    print(table(rows, COLUMNS))
+    write("lipsync", {"rows": rows, "fps": str(Fraction(25))})
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--rss-seconds", type=float, default=60.0)
+    p.add_argument("--batch", type=int, default=16)
+    main(p.parse_args())
