@@ -133,6 +133,24 @@ class Settings(BaseSettings):
     job_webhook_retries: int = Field(3, ge=0, le=10, description="Webhook retries after a failed delivery.")
     job_webhook_timeout: float = Field(5.0, gt=0, le=120, description="Seconds one webhook delivery may take.")
 
+    # gender swap (Stable Diffusion through diffusers; loaded only when genderswap is in FACEAPI_ENABLED_JOBS)
+    diffusion_attention_slicing: Literal["off", "auto", "max"] = Field(
+        "off",
+        description="Gender swap: compute attention in slices to lower peak GPU memory (auto = half the heads at a "
+        "time, max = one head; slower). off = whole attention through PyTorch SDPA.",
+    )
+    diffusion_vae_tiling: bool = Field(
+        False, description="Gender swap: decode/encode the VAE in tiles, for working sizes above 512 on small GPUs."
+    )
+    genderswap_max_faces: int = Field(
+        4, ge=1, le=32, description="Most faces one /genderswap request with faces=all repaints (422 above)."
+    )
+    genderswap_max_work_pixels: int = Field(
+        1024 * 1024, ge=64 * 64,
+        description="Largest picture the diffusion model works on, width × height after scaling to the working size "
+        "(413 above: e.g. a very tall image with method=img2img).",
+    )
+
     # output
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpeg and webp output.")

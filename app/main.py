@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,10 +18,16 @@ from app.inference import InferencePool
 from app.jobs.kinds import KINDS
 from app.jobs.service import JobService
 from app.observability import RequestIdMiddleware, setup_logging
-from app.routers import analyze, enhance, faceswap, faceswap_video, health, jobs, lipsync, swap_url
+from app.routers import analyze, enhance, faceswap, faceswap_video, genderswap, health, jobs, lipsync, swap_url
 from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware, body_caps, use_temp_dir
 from models.hub import ModelHub
+
+# Gender swap runs Stable Diffusion through diffusers/transformers, imported lazily (only when the job is enabled).
+# They must never ask the Hugging Face hub: with these set, a missing file fails at once (503 with the download
+# command) instead of hanging on a machine without a network.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE"):
+    os.environ[_var] = "1"
 
 DESCRIPTION = """
 Self-hosted face studio: face swap, face restoration and upscaling, face analysis (lip sync and gender swap
@@ -80,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
     app.add_middleware(RequestIdMiddleware)
     for router in (health.router, analyze.router, faceswap.router, faceswap_video.router, swap_url.router,
-                   enhance.router, lipsync.router, jobs.router):
+                   enhance.router, genderswap.router, lipsync.router, jobs.router):
         app.include_router(router)
     return app
 

@@ -252,6 +252,60 @@ class EnhanceOptions(RestoreOptions):
     )
 
 
+Gender = Literal["female", "male"]
+
+
+class GenderSwapOptions(BaseModel):
+    """Options of /genderswap (form fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_gender: Literal["auto", "female", "male"] = Field(
+        "auto", description="auto = the opposite of each face's detected gender (needs the neural analyser's gender)")
+    method: Literal["inpaint", "img2img"] = Field(
+        "inpaint", description="inpaint: repaint only face and hair (feathered), everything else keeps its pixels; "
+        "img2img: repaint the whole picture (the reference's method)")
+    strength: float = Field(0.6, gt=0.0, le=1.0, description="How far from the input the result may go (0, 1]")
+    steps: int = Field(30, ge=1, le=100, description="Denoising steps (the steps actually run are steps × strength)")
+    guidance: float = Field(12.0, ge=0.0, le=30.0, description="Classifier-free guidance scale")
+    seed: int = Field(-1, ge=-1, le=2**32 - 1, description="-1 = random; the seed used is returned in X-Seed")
+    width: int = Field(512, ge=256, le=1024, description="Working size in pixels: the long side of each face region "
+                       "(inpaint) or the width of the picture (img2img), rounded down to a multiple of 8")
+    sampler: Literal["dpmpp_sde_karras", "euler"] = Field(
+        "dpmpp_sde_karras", description="DPM++ SDE Karras (the checkpoint's recommended sampler) or Euler (the "
+        "reference's)")
+    prompt_extra: str = Field("", max_length=500, description="Appended to the prompt built from gender and age")
+    negative_prompt: str = Field("", max_length=500, description="Appended to the built-in negative prompt (its "
+                                 "content filter always stays)")
+    format: ImageFormat | None = Field(None, description="Output format; default from FACEAPI_OUTPUT_FORMAT")
+    faces: Literal["largest", "all"] = Field(
+        "largest", description="largest: the largest face only; all: every face (at most FACEAPI_GENDERSWAP_MAX_FACES)")
+
+
+class ApiSwapForm(BaseModel):
+    """The reference's POST /api/swap/ form fields (its clients send these names; other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    encoded_base_img: str = Field(..., min_length=1, description="The image, base64 (a data: URL prefix is accepted)")
+    current_gender: str = Field(
+        "", max_length=16,
+        description="The person's gender now: female | male (woman/man, f/m); the result is the other one. Empty: "
+        "detected (needs the neural analyser)")
+    img_width: int = Field(512, ge=256, le=1024, description="Working size (the `width` of /genderswap)")
+    seed: int = Field(-1, ge=-1, le=2**32 - 1, description="-1 = random; the seed used is returned in X-Seed")
+    num_inference_steps: int = Field(30, ge=1, le=100, description="Denoising steps")
+    guidance_scale: float = Field(12.0, ge=0.0, le=30.0, description="Classifier-free guidance scale")
+    strength: float = Field(0.6, gt=0.0, le=1.0, description="How far from the input the result may go (0, 1]")
+
+
+class ApiSwapResponse(BaseModel):
+    """The reference's answer to POST /api/swap/."""
+
+    mime: str = Field(..., examples=["image/png"])
+    image: str = Field(..., description="The result, base64")
+
+
 class SwapUrlRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

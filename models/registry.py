@@ -63,7 +63,11 @@ JOBS: dict[str, Job] = {j.name: j for j in (
         needs=("gfpgan",), uses=("dlib_analyser", *_ENHANCERS), builds_on=("analyze",)),
     Job("lipsync", True, kinds=("lipsync",), backends=("neural", "builtin"), needs=("wav2lip_gan",),
         uses=("lipsync_preview", "wav2lip_gan_96", "dlib_analyser", "buffalo_l", "gfpgan", "codeformer")),
-    Job("genderswap", False, needs=("buffalo_l", "realistic_vision_v6"), uses=("bisenet_resnet_34",)),
+    # The diffusion model alone makes the backend; buffalo_l gives the gender and age the prompt is built from (the
+    # built-in analyser stands in without them), BiSeNet the face-and-hair inpaint region.
+    Job("genderswap", True, kinds=("diffusion",), backends=("neural",),
+        needs=("buffalo_l", "realistic_vision_v6", "sd15_vocab", "sd15_merges"),
+        uses=("dlib_analyser", "bisenet_resnet_34")),
 )}
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -94,8 +98,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            files=("wav2lip_gan.pth",)),
     Family("wav2lip_gan_96", "lipsync", "neural", "models.lipsync.wav2lip:OnnxLipSync", weights="wav2lip_gan_96",
            files=("wav2lip_gan_96.onnx",)),
-    Family("realistic_vision_v6", "diffusion", "neural", None, weights="realistic_vision_v6",
-           files=("realisticVisionV60B1_v20Novae.safetensors",)),
+    Family("realistic_vision_v6", "diffusion", "neural", "models.diffusion.genderswap:GenderSwapPipeline",
+           weights="realistic_vision_v6", files=("realisticVisionV60B1_v20Novae.safetensors",)),
+    # The CLIP BPE files of SD 1.5's tokenizer, read by the family above (its JSON configs ship in the repo).
+    Family("sd15_vocab", "diffusion", "vocab", None, weights="sd15_vocab", files=("sd15/tokenizer/vocab.json",)),
+    Family("sd15_merges", "diffusion", "merges", None, weights="sd15_merges", files=("sd15/tokenizer/merges.txt",)),
 )}
 
 JOB_NAMES: tuple[str, ...] = tuple(JOBS)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from app.jobs.registry import InputSpec, JobContext, JobKind, JobOutput
-from app.schemas import EnhanceOptions, LipsyncOptions, SwapOptions, VideoSwapOptions
+from app.schemas import EnhanceOptions, GenderSwapOptions, LipsyncOptions, SwapOptions, VideoSwapOptions
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -170,4 +170,26 @@ LIPSYNC = JobKind(
     summary="Lip sync as a job (the work of POST /lipsync); progress counts output frames",
 )
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (FACESWAP, ENHANCE, FACESWAP_VIDEO, LIPSYNC)}
+def run_genderswap(ctx: JobContext) -> JobOutput:
+    from app.services.genderswap import genderswap, genderswap_request
+
+    options: GenderSwapOptions = ctx.options  # type: ignore[assignment]
+    ctx.progress(0, None)
+    req = genderswap_request(ctx.settings, options, ctx.inputs["image"][0].read_bytes())
+    result = genderswap(ctx.hub, req, progress=ctx.progress)  # one progress step per denoising step
+    ctx.check()
+    out = _write(ctx, result.content, result.media_type)
+    out.headers = result.headers(options.method, options.sampler)
+    return out
+
+
+GENDERSWAP = JobKind(
+    name="genderswap",
+    options=GenderSwapOptions,
+    inputs={"image": InputSpec("image", description="The portrait (JPEG, PNG, WebP, BMP, TIFF, GIF)")},
+    run=run_genderswap,
+    unit="steps",
+    summary="Gender swap as a job (the work of POST /genderswap); progress counts denoising steps",
+)
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (GENDERSWAP, FACESWAP, ENHANCE, FACESWAP_VIDEO, LIPSYNC)}
