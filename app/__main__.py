@@ -25,7 +25,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.observability import setup_logging
 
     setup_logging(s.log_level)
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+    # The guarded h11 protocol adds header/body read timeouts and the per-worker connection cap (app/connections.py).
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None,
+                http="app.connections:GuardedH11Protocol", timeout_keep_alive=s.keep_alive_timeout)
     return EXIT_OK
 
 

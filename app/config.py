@@ -64,6 +64,25 @@ class Settings(BaseSettings):
         description="Requests allowed to wait for an inference slot per worker before 503 + Retry-After.",
     )
     log_level: str = Field("INFO", description="Python log level.")
+    header_timeout: float = Field(
+        10.0, ge=0, le=3600,
+        description="Seconds a connection may take to send a request's headers (from opening, or from the first byte "
+        "of its next request); 408 and close after. 0 = no limit.",
+    )
+    body_timeout: float = Field(
+        30.0, ge=0, le=3600,
+        description="Seconds a request body may go without data; 408 and close after. Also the grace period before "
+        "FACEAPI_MIN_UPLOAD_RATE applies. 0 = no limit.",
+    )
+    min_upload_rate: int = Field(
+        1024, ge=0, description="Bytes/s a request body must average after its first FACEAPI_BODY_TIMEOUT seconds "
+        "(408 and close under it). 0 = no minimum.",
+    )
+    max_connections: int = Field(
+        256, ge=1, le=100_000,
+        description="Open connections per worker process; one over it is answered 503 `busy` with Retry-After.",
+    )
+    keep_alive_timeout: int = Field(5, ge=1, le=3600, description="Seconds an idle kept-alive connection stays open.")
 
     # limits
     max_upload_bytes: int = Field(

@@ -148,3 +148,139 @@ def test_corrupt_pngs_over_http(builtin_server) -> None:  # noqa: ANN001
             r = c.post("/faceswap", files={"source_image": ("s.png", data, "image/png"),
                                            "target_image": ("t.png", data, "image/png")})
             assert r.status_code == 422 and r.json()["error"]["field"] == "source_image", r.text
+
+
+# ---- 2. slow clients are cut off; connections are capped per worker -----------------------------------------------
+
+HEADER_TIMEOUT, BODY_TIMEOUT, MIN_RATE, MAX_CONNECTIONS = 2.0, 2.0, 200, 24
+SLACK = 1.5
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One worker, built-in models, short read timeouts and a small connection cap (default pixel limit)."""
+    from testkit.server import Server
+
+    d = tmp_path_factory.mktemp("guarded")
+    server = Server(
+        {
+            "FACEAPI_WEIGHTS_DIR": str(d / "weights"),
+            "FACEAPI_STORAGE_URL": str(d / "bucket"),
+            "FACEAPI_DATA_DIR": str(d / "data"),
+            "FACEAPI_TEMP_DIR": str(d / "data" / "tmp"),
+            "FACEAPI_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+            "FACEAPI_BODY_TIMEOUT": str(BODY_TIMEOUT),
+            "FACEAPI_MIN_UPLOAD_RATE": str(MIN_RATE),
+            "FACEAPI_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        },
+        workers=1,
+        log_path=d / "server.log",
+    ).start()
+    yield server
+    server.stop()
+
+
+def _slow_clients(port: int, n: int, head: bytes, drip: bytes, limit: float) -> list[tuple[float, bytes]]:
+    """``n`` raw connections that send ``head`` at once, then ``drip`` one byte a second, for at most ``limit``
+    seconds: (seconds until the server closed the connection, or inf; what the server answered) for each."""
+    import select
+    import socket
+
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.setblocking(False)
+        if head:
+            s.sendall(head)
+        socks.append(s)
+    t0 = time.monotonic()
+    closed: dict[int, float] = {}
+    got = {i: b"" for i in range(n)}
+    pos = 0
+    try:
+        while len(closed) < n and time.monotonic() - t0 < limit:
+            tick = time.monotonic()
+            for i, s in enumerate(socks):
+                if i not in closed and pos < len(drip):
+                    try:
+                        s.send(drip[pos : pos + 1])
+                    except OSError:
+                        closed[i] = time.monotonic() - t0
+            pos += 1
+            while time.monotonic() - tick < 1.0 and len(closed) < n:
+                open_socks = [s for i, s in enumerate(socks) if i not in closed]
+                ready, _, _ = select.select(open_socks, [], [], max(0.0, 1.0 - (time.monotonic() - tick)))
+                for s in ready:
+                    i = socks.index(s)
+                    try:
+                        chunk = s.recv(65536)
+                    except OSError:
+                        chunk = b""
+                    if chunk:
+                        got[i] += chunk
+                    else:
+                        closed[i] = time.monotonic() - t0
+    finally:
+        for s in socks:
+            s.close()
+    return [(closed.get(i, float("inf")), got[i]) for i in range(n)]
+
+
+def _assert_cut(results: list[tuple[float, bytes]], timeout: float) -> None:
+    for took, answer in results:
+        assert took <= timeout + SLACK, f"held {took:.1f} s, answer {answer[:80]!r}"
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b'"code": "request_timeout"' in answer
+
+
+def test_slow_headers_are_cut_off(guarded_server) -> None:  # noqa: ANN001
+    drip = b"Host: x\r\nUser-Agent: " + b"a" * 60 + b"\r\n\r\n"
+    results = _slow_clients(guarded_server.port, 20, b"POST /analyze HTTP/1.1\r\n", drip, HEADER_TIMEOUT + 10)
+    _assert_cut(results, HEADER_TIMEOUT)
+    # a connection that sends nothing at all is cut off too
+    _assert_cut(_slow_clients(guarded_server.port, 1, b"", b"", HEADER_TIMEOUT + 10), HEADER_TIMEOUT)
+
+
+def test_slow_body_is_cut_off(guarded_server) -> None:  # noqa: ANN001
+    head = (b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    drip = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n" + b"x" * 200
+    results = _slow_clients(guarded_server.port, 20, head, drip, BODY_TIMEOUT + 10)
+    _assert_cut(results, BODY_TIMEOUT)
+    # a body that stops altogether is cut off after BODY_TIMEOUT
+    _assert_cut(_slow_clients(guarded_server.port, 1, head + b"--b\r\n", b"", BODY_TIMEOUT + 10), BODY_TIMEOUT)
+    with guarded_server.client() as c:  # the worker still serves normal requests
+        assert c.get("/healthz").status_code == 200
+
+
+def test_connections_over_the_cap_get_503(guarded_server) -> None:  # noqa: ANN001
+    import json
+    import socket
+
+    idle = [socket.create_connection(("127.0.0.1", guarded_server.port), timeout=5) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", guarded_server.port), timeout=5) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 "), answer
+        assert b"retry-after: 1" in head.lower()
+        assert json.loads(body)["error"]["code"] == "busy"
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.3)
+    with guarded_server.client() as c:
+        assert c.get("/healthz").status_code == 200
+
+
+def test_header_bomb_png_is_fast_over_http(guarded_server) -> None:  # noqa: ANN001
+    """With the default pixel limit (40 MP) the 99-byte 6300×6300 PNG is not refused by size: it must be 422 fast."""
+    with guarded_server.client() as c:
+        t = time.monotonic()
+        r = c.post("/analyze", files={"image": ("bomb.png", png_header_bomb(), "image/png")})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_media", r.text
+        assert time.monotonic() - t < 0.5
