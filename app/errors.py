@@ -95,6 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
         msg = first.get("msg", "invalid value")
+        if first.get("type") == "json_invalid":  # the position in the text is no field: one error for any bad JSON
+            return error_json(400, "invalid_body", "the request body is not valid JSON", None)
         if first.get("type") == "missing":
             return error_json(422, "missing_field", f"{field} is required", field)
         return error_json(422, "invalid_field", f"{field}: {msg}" if field else msg, field)
@@ -104,7 +106,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # 400 here comes from the multipart parser (a form field over 1 MiB, over 1000 fields, a broken body)
         code = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error")
-        return error_json(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI: bad UTF-8, nesting
+            detail = "the request body is not valid JSON (invalid UTF-8 or nested too deep)"
+        return error_json(exc.status_code, code, detail, None, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -116,7 +121,8 @@ def install_error_handlers(app: FastAPI) -> None:
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI ``responses=`` entries for the given error statuses, all with the ErrorResponse body."""
     text = {
-        400: "Bad request",
+        400: "`invalid_body`: a body that cannot be parsed (broken multipart framing, a text field over 1 MiB, "
+             "more than 1000 fields, malformed JSON or invalid UTF-8)",
         404: "Not found",
         413: "Upload too large (bytes) or image has too many pixels",
         415: "The file is not a supported image (bytes are sniffed, not the name)",
@@ -125,7 +131,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
         503: "Busy (Retry-After), still loading, or the backend's weights are not downloaded",
     }
     examples = {
-        400: ("bad_request", "the request cannot be served", None),
+        400: ("invalid_body", "the multipart body could not be parsed", None),
         404: ("not_found", "not found", None),
         413: ("too_large", "target_image is 8000×6000 = 48000000 pixels, over the limit of 40000000", "target_image"),
         415: ("unsupported_media_type", "source_image is not a supported image (JPEG, PNG, WebP, BMP, TIFF, GIF)",

@@ -284,3 +284,61 @@ def test_header_bomb_png_is_fast_over_http(guarded_server) -> None:  # noqa: ANN
         r = c.post("/analyze", files={"image": ("bomb.png", png_header_bomb(), "image/png")})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_media", r.text
         assert time.monotonic() - t < 0.5
+
+
+# ---- 3. messages name what is wrong with the file, never internals ------------------------------------------------
+
+
+def test_video_and_audio_probe_messages_leak_nothing(tmp_path) -> None:  # noqa: ANN001
+    from app.media.audio import probe_audio
+    from app.media.video import probe_video
+
+    cases = {
+        "trunc.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00\x00\x10\x00moov" + b"\x01" * 64,
+        "junk.webm": b"\x1a\x45\xdf\xa3" + b"\xff" * 200,
+        "bad.wav": b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\xff" * 40,
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for probe in (probe_video, probe_audio):
+            try:
+                probe(path, "video")
+            except ApiError as exc:
+                assert exc.field == "video" and not LEAK.search(exc.message), exc.message
+                assert str(tmp_path) not in exc.message and name not in exc.message
+
+
+# ---- 4. errors as documented ----------------------------------------------------------------------------------------
+
+
+def test_bad_json_is_one_400_invalid_body(builtin_server) -> None:  # noqa: ANN001
+    bodies = {"malformed": b'{"face_filename": "a.png",', "not utf-8": b'{"face_filename": "\xff\xfe"}',
+              "deep": b"[" * 100_000 + b"]" * 100_000, "trailing": b'{"face_filename": "a"} x'}
+    with builtin_server.client() as c:
+        for name, body in bodies.items():
+            r = c.post("/swap_url", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400, (name, r.text)
+            assert r.json()["error"]["code"] == "invalid_body" and r.json()["error"]["field"] is None, (name, r.text)
+            assert not LEAK.search(r.json()["error"]["message"])
+
+
+def test_400_is_in_the_openapi_schema(builtin_server) -> None:  # noqa: ANN001
+    with builtin_server.client() as c:
+        paths = c.get("/openapi.json").json()["paths"]
+    posts = ["/analyze", "/enhance", "/faceswap", "/swap_img", "/faceswap/video", "/swap_url"]
+    posts += [p for p in paths if p.startswith("/jobs/") and "post" in paths[p] and "{" not in p]
+    for path in posts:
+        assert "400" in paths[path]["post"]["responses"], path
+
+
+def test_analyze_without_a_face_is_200_and_the_readme_says_so(builtin_server) -> None:  # noqa: ANN001
+    from testkit.server import REPO
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 200)).save(buf, "PNG")
+    with builtin_server.client() as c:
+        r = c.post("/analyze", files={"image": ("blank.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 200 and r.json()["faces"] == []
+    row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| 422 | `no_face`"))
+    assert "`/analyze` is not an error" in row

@@ -59,8 +59,8 @@ def probe_audio(path: str | Path, field: str = "audio", max_seconds: float | Non
                 duration = sum(f.samples for f in container.decode(a)) / float(a.codec_context.sample_rate or 1)
             info = AudioInfo(kind, a.codec_context.codec.canonical_name, int(a.codec_context.sample_rate or 0),
                              int(a.codec_context.channels or 0), duration)
-    except MEDIA_ERRORS as exc:
-        raise InvalidMediaError(field, f"{field} could not be read as {kind} (truncated or corrupt): {exc}") from None
+    except MEDIA_ERRORS:
+        raise InvalidMediaError(field, f"{field} could not be read as {kind} (truncated or corrupt)") from None
     if info.sample_rate <= 0:
         raise InvalidMediaError(field, f"{field} has an audio stream without a sample rate")
     if max_seconds is not None and info.duration > max_seconds:
@@ -108,8 +108,8 @@ def iter_audio(
                 if last is not None and pos >= last:
                     return
             yield from cut(resampler.resample(None))
-    except MEDIA_ERRORS as exc:
-        raise InvalidMediaError(field, f"{field} is corrupt or truncated: {exc}") from None
+    except MEDIA_ERRORS:
+        raise InvalidMediaError(field, f"{field} is corrupt or truncated part-way") from None
 
 
 def decode_audio(

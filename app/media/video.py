@@ -172,8 +172,8 @@ def probe_video(path: str | Path, field: str, limits: VideoLimits | None = None)
         raise UnsupportedMediaError(field, f"{field} is an audio file ({kind}), a video is needed")
     try:
         container = av.open(str(path), "r")
-    except MEDIA_ERRORS as exc:
-        raise InvalidMediaError(field, f"{field} could not be read as {kind} (truncated or corrupt): {exc}") from None
+    except MEDIA_ERRORS:
+        raise InvalidMediaError(field, f"{field} could not be read as {kind} (truncated or corrupt)") from None
     with container:
         if not container.streams.video:
             if container.streams.audio:
@@ -201,8 +201,8 @@ def probe_video(path: str | Path, field: str, limits: VideoLimits | None = None)
         vfr, measured = _scan_timing(container, vs)
         try:
             first = next(iter(container.decode(vs)), None)
-        except MEDIA_ERRORS as exc:
-            raise InvalidMediaError(field, f"{field} has no decodable video frame (truncated or corrupt): {exc}") \
+        except MEDIA_ERRORS:
+            raise InvalidMediaError(field, f"{field} has no decodable video frame (truncated or corrupt)") \
                 from None
         if first is None:
             raise InvalidMediaError(field, f"{field} has no decodable video frame (truncated or corrupt)")
@@ -234,8 +234,8 @@ def iter_frames(
     """
     try:
         container = av.open(str(path), "r")
-    except MEDIA_ERRORS as exc:
-        raise InvalidMediaError(field, f"{field} could not be read: {exc}") from None
+    except MEDIA_ERRORS:
+        raise InvalidMediaError(field, f"{field} could not be read (truncated or corrupt)") from None
     with container:
         vs = container.streams.video[0]
         if threads:
@@ -258,5 +258,5 @@ def iter_frames(
                 if rotation is None:
                     rotation = _rotation_of(frame, vs)
                 yield upright(frame.to_ndarray(format="bgr24"), rotation), t
-        except MEDIA_ERRORS as exc:
-            raise InvalidMediaError(field, f"{field} is corrupt or truncated part-way: {exc}") from None
+        except MEDIA_ERRORS:
+            raise InvalidMediaError(field, f"{field} is corrupt or truncated part-way") from None

@@ -36,7 +36,7 @@ def face_out(face: Face, embeddings: bool) -> FaceOut:
     "/analyze",
     response_model=AnalyzeResponse,
     summary="Detect faces: boxes, 5 and 68 landmarks, optional identity embeddings",
-    responses=error_responses(413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 503),
 )
 async def analyze_endpoint(
     response: Response,

@@ -28,7 +28,7 @@ router = APIRouter(tags=["enhance"])
             "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
         },
         **ASYNC_RESPONSE,
-        **error_responses(413, 415, 422, 503),
+        **error_responses(400, 413, 415, 422, 503),
     },
 )
 async def enhance_endpoint(

@@ -17,7 +17,7 @@ from app.services.faceswap import SwapContext, SwapResult, swap, swap_context
 from app.uploads import read_upload
 
 router = APIRouter(tags=["face swap"])
-RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(413, 415, 422, 503)}
+RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)}
 
 
 async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,

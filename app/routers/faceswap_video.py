@@ -36,7 +36,7 @@ VIDEO_RESPONSE = {
     "/faceswap/video",
     response_class=FileResponse,
     summary="Swap the face of source_image through target_video (audio kept); `Prefer: respond-async` for a job",
-    responses={**VIDEO_RESPONSE, **ASYNC_RESPONSE, **error_responses(413, 415, 422, 503)},
+    responses={**VIDEO_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)},
 )
 async def faceswap_video_endpoint(
     request: Request,

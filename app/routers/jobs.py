@@ -131,7 +131,7 @@ for _kind in KINDS.values():
         responses={202: _job_content("Queued", {**JOB_EXAMPLE, "state": "queued", "queue_position": 0,
                                                 "started_at": None, "finished_at": None, "result": None}),
                    200: _job_content("The job this Idempotency-Key already created"),
-                   **error_responses(413, 415, 422, 503)},
+                   **error_responses(400, 413, 415, 422, 503)},
         openapi_extra=_form_schema(_kind), name=f"submit_{_kind.name}",
     )
 

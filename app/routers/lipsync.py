@@ -38,7 +38,7 @@ LIPSYNC_RESPONSE = {
     "/lipsync",
     response_class=FileResponse,
     summary="Lip-sync a video (or a still image) to an audio track; `Prefer: respond-async` for a job",
-    responses={**LIPSYNC_RESPONSE, **ASYNC_RESPONSE, **error_responses(413, 415, 422, 503)},
+    responses={**LIPSYNC_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)},
 )
 async def lipsync_endpoint(
     request: Request,

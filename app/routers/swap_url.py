@@ -23,7 +23,8 @@ router = APIRouter(tags=["face swap"])
     responses={
         206: {"model": SwapUrlResponse, "description": "Some targets failed: `failed` lists them with the reason"},
         400: {"model": SwapUrlError, "description": "All targets failed, the source has no face, or a filename "
-              "would escape the bucket (`..`, absolute, URL scheme, backslash, NUL)"},
+              "would escape the bucket (`..`, absolute, URL scheme, backslash, NUL); `invalid_body` when the body is "
+              "not JSON (malformed, invalid UTF-8, nested too deep)"},
         404: {"model": ErrorResponse, "description": "face_filename is not in the bucket"},
         413: {"model": ErrorResponse, "description": "face_filename is over the upload byte limit"},
         422: {"model": ErrorResponse, "description": "Invalid JSON field or option (named in `field`)"},
