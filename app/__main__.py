@@ -7,6 +7,7 @@ are looked for and downloaded to, ``FACEAPI_ENABLED_JOBS`` decides what ``weight
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.observability import setup_logging
 
     setup_logging(s.log_level)
+    # ONNX Runtime's telemetry writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ when it is imported; the server
+    # writes nothing outside its configured directories. Set before any worker imports onnxruntime (they inherit it).
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     # The guarded h11 protocol adds header/body read timeouts and the per-worker connection cap (app/connections.py).
     uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None,
                 http="app.connections:GuardedH11Protocol", timeout_keep_alive=s.keep_alive_timeout)

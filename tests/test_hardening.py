@@ -162,8 +162,11 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from testkit.server import Server
 
     d = tmp_path_factory.mktemp("guarded")
+    (d / "home").mkdir()
     server = Server(
         {
+            "HOME": str(d / "home"),  # a fresh home: nothing may be written there (see test_nothing_written_in_home)
+            "XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": "", "XDG_DATA_HOME": "",
             "FACEAPI_WEIGHTS_DIR": str(d / "weights"),
             "FACEAPI_STORAGE_URL": str(d / "bucket"),
             "FACEAPI_DATA_DIR": str(d / "data"),
@@ -176,6 +179,7 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         workers=1,
         log_path=d / "server.log",
     ).start()
+    server.home = d / "home"  # type: ignore[attr-defined]
     yield server
     server.stop()
 
@@ -342,3 +346,18 @@ def test_analyze_without_a_face_is_200_and_the_readme_says_so(builtin_server) ->
     assert r.status_code == 200 and r.json()["faces"] == []
     row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| 422 | `no_face`"))
     assert "`/analyze` is not an error" in row
+
+
+# ---- 6. nothing is written outside the configured directories ------------------------------------------------------
+
+
+def test_nothing_written_in_home(guarded_server) -> None:  # noqa: ANN001
+    """ONNX Runtime's telemetry wrote ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ at import: the server, started
+    with a fresh HOME, loaded and used, leaves HOME empty."""
+    with guarded_server.client() as c:
+        assert c.get("/readyz").status_code == 200
+        buf = io.BytesIO()
+        Image.fromarray(_pixels()).save(buf, "PNG")
+        assert c.post("/analyze", files={"image": ("a.png", buf.getvalue(), "image/png")}).status_code == 200
+    written = sorted(str(p.relative_to(guarded_server.home)) for p in guarded_server.home.rglob("*"))
+    assert written == [], written
