@@ -26,12 +26,48 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.observability import setup_logging
 
     setup_logging(s.log_level)
+    _fresh_metrics_dir(s.data_dir)
     # ONNX Runtime's telemetry writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ when it is imported; the server
     # writes nothing outside its configured directories. Set before any worker imports onnxruntime (they inherit it).
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     # The guarded h11 protocol adds header/body read timeouts and the per-worker connection cap (app/connections.py).
     uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None,
                 http="app.connections:GuardedH11Protocol", timeout_keep_alive=s.keep_alive_timeout)
+    return EXIT_OK
+
+
+def _fresh_metrics_dir(data_dir: Path) -> None:
+    """Prometheus multiprocess mode: every worker writes its samples under PROMETHEUS_MULTIPROC_DIR (default
+    FACEAPI_DATA_DIR/metrics), emptied here, before uvicorn starts the workers (they inherit the variable). Set
+    before anything imports prometheus_client (with one worker the app runs in this process)."""
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(data_dir) / "metrics").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for f in path.glob("*.db"):
+        f.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _cmd_keys_hash(args: argparse.Namespace) -> int:
+    from app.security import hash_key, key_id
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("error: no key given (argument or first line of stdin)", file=sys.stderr)
+        return EXIT_USAGE
+    hashed = hash_key(key)
+    print(f"{hashed}  # id {key_id(hashed.removeprefix('sha256:'))}")
+    return EXIT_OK
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    import secrets
+
+    from app.security import hash_key, key_id
+
+    key = "fk_" + secrets.token_urlsafe(32)
+    hashed = hash_key(key)
+    print(f"key (give it to the client; it is not stored): {key}", file=sys.stderr)
+    print(f"{hashed}  # id {key_id(hashed.removeprefix('sha256:'))}")
     return EXIT_OK
 
 
@@ -184,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     wv.add_argument("names", nargs="*", metavar="NAME", help="job or weight name (default: every entry)")
     wv.add_argument("--strict", action="store_true", help="missing required files fail too")
     wv.set_defaults(func=_cmd_weights_verify)
+
+    keys = sub.add_parser("keys", help="API keys: hash a key for FACEAPI_API_KEYS(_FILE), or make a new one")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kh = ksub.add_parser("hash", help="print sha256:<hex> of KEY (or of stdin's first line), the form a keys "
+                         "file stores")
+    kh.add_argument("key", nargs="?", help="the key (omit it to read stdin and keep it out of shell history)")
+    kh.set_defaults(func=_cmd_keys_hash)
+    kn = ksub.add_parser("new", help="make a random key: the key on stderr, its keys-file line on stdout")
+    kn.set_defaults(func=_cmd_keys_new)
     return parser
 
 

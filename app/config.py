@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.registry import JOB_NAMES
@@ -83,6 +83,33 @@ class Settings(BaseSettings):
         description="Open connections per worker process; one over it is answered 503 `busy` with Retry-After.",
     )
     keep_alive_timeout: int = Field(5, ge=1, le=3600, description="Seconds an idle kept-alive connection stays open.")
+
+    # access control and metrics (README "Operating")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Comma-separated API keys, each the key itself or `sha256:<hex>` of it (`python -m app keys "
+        "hash`). Empty (and no FACEAPI_API_KEYS_FILE) = no authentication, for local use.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line (`sha256:<hex>` or the key), text after a space is a "
+        "comment; adds to FACEAPI_API_KEYS.",
+    )
+    rate_limit: float = Field(
+        0.0, ge=0, description="Requests per second each API key may make, shared by all workers (0 = no limit; "
+        "only with keys). Over it: 429 + Retry-After.",
+    )
+    rate_limit_burst: int = Field(20, ge=1, le=100_000, description="Requests an API key may send at once before "
+                                  "FACEAPI_RATE_LIMIT applies (token bucket size).")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [], description="Comma-separated origins browsers may call the API from (`*` = any); empty = no CORS headers.",
+    )
+    metrics_access: Literal["open", "api_key", "metrics_key"] = Field(
+        "api_key", description="Who may read /metrics: open = anyone, api_key = any API key (open when no keys are "
+        "set), metrics_key = only FACEAPI_METRICS_KEY.",
+    )
+    metrics_key: str | None = Field(
+        None, description="The key (or `sha256:<hex>`) /metrics wants when FACEAPI_METRICS_ACCESS=metrics_key.",
+    )
 
     # limits
     max_upload_bytes: int = Field(
@@ -180,6 +207,19 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [j.strip() for j in v.split(",") if j.strip()]
         return v
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [j.strip() for j in v.split(",") if j.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _metrics_key_given(self) -> Settings:
+        if self.metrics_access == "metrics_key" and not self.metrics_key:
+            raise ValueError("FACEAPI_METRICS_ACCESS=metrics_key needs FACEAPI_METRICS_KEY")
+        return self
 
 
 @lru_cache(maxsize=1)

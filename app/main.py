@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from app import __version__
+from app import __version__, metrics
 from app.config import Settings, get_settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
@@ -19,6 +20,8 @@ from app.jobs.kinds import KINDS
 from app.jobs.service import JobService
 from app.observability import RequestIdMiddleware, setup_logging
 from app.routers import analyze, enhance, faceswap, faceswap_video, genderswap, health, jobs, lipsync, swap_url
+from app.routers.metrics import router as metrics_router
+from app.security import AccessMiddleware, access_middleware_options
 from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware, body_caps, use_temp_dir
 from models.hub import ModelHub
@@ -38,6 +41,11 @@ Every image endpoint takes multipart uploads and answers with the image, or with
 `builtin` (dlib + classical warp, no download) or `neural` (insightface buffalo_l + inswapper_128, after
 `python -m app weights download`).
 """
+
+# Response headers a browser page may read across origins (CORS).
+EXPOSED_HEADERS = ["Location", "Retry-After", "X-Request-ID", "X-Worker-Pid", "X-Face-Backend",
+                   "X-Faces-Swapped", "X-Faces-Enhanced", "X-Frames", "Server-Timing", "Content-Disposition",
+                   "Preference-Applied"]
 
 
 def open_bucket(settings: Settings) -> tuple[Bucket | None, str | None]:
@@ -73,22 +81,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub = hub
         app.state.bucket, app.state.bucket_error = open_bucket(settings)
         hub.start_loading()
+        metrics.worker_started()
+        metrics.watch_hub(hub)
         app.state.jobs = JobService(settings, hub, KINDS)  # store + runner + sweeper of this worker
+        metrics.instrument_jobs(app.state.jobs)  # job counts and durations when a job ends
         app.state.jobs.start()
         logging.getLogger("app").info("worker started", extra={"jobs": settings.enabled_jobs})
         yield
         app.state.jobs.stop()
+        metrics.worker_stopped()
 
     app = FastAPI(title="Face studio", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.settings = settings
     install_docs(app)
     install_error_handlers(app)
+    # outermost last: request id → metrics → CORS (answers preflights, decorates 401/429) → API keys → body cap
     app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
+    app.add_middleware(AccessMiddleware, **access_middleware_options(settings))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=EXPOSED_HEADERS, max_age=600)
+    app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     for router in (health.router, analyze.router, faceswap.router, faceswap_video.router, swap_url.router,
                    enhance.router, genderswap.router, lipsync.router, jobs.router):
         app.include_router(router)
+    app.include_router(metrics_router)
     return app
 
 
