@@ -79,9 +79,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.log.info(
-                "request",
-                extra={"method": scope.get("method"), "path": scope.get("path"), "status": status,
-                       "ms": round((time.perf_counter() - t0) * 1000, 1)},
-            )
+            extra = {"method": scope.get("method"), "path": scope.get("path"), "status": status,
+                     "ms": round((time.perf_counter() - t0) * 1000, 1)}
+            if key_id := scope.get("state", {}).get("api_key_id"):
+                extra["key"] = key_id  # the API key's id (app/security.py), never the key
+            self.log.info("request", extra=extra)
             request_id_var.reset(token)

@@ -150,6 +150,9 @@ def test_a_job_belongs_to_the_key_that_created_it(server: Server, t1_path: Path,
         assert b.get(f"/jobs/{job_id}/result").status_code == 404
         assert a.delete(f"/jobs/{job_id}").status_code == 204
         assert a.get(f"/jobs/{job_id}").status_code == 404
+    log = Path(server.log_path).read_text()  # type: ignore[arg-type]
+    assert f'"key": "{kid(KEY_A)}"' in log  # access lines name the key's id…
+    assert KEY_A not in log and KEY_B not in log  # …never the key
 
 
 # ---- in process: /metrics access modes, settings, the key helper ---------------------------------------------------

@@ -45,7 +45,8 @@ def service_of(request: Request) -> JobService:
 
 
 def request_owner(request: Request) -> str | None:
-    """Who owns the jobs of this request (API keys scope jobs later; None = the single-tenant default)."""
+    """Who owns the jobs of this request: the API key's id (app/security.py; every read, list, cancel and delete of
+    /jobs is scoped to it, another key's job answers 404), or None without keys (the single-tenant default)."""
     return getattr(request.state, "owner", None)
 
 
