@@ -418,3 +418,23 @@ def test_without_weights_503_names_the_command_before_reading_the_image(tmp_path
             if "genderswap" in jobs:
                 assert ready["genderswap"]["ready"] is False
                 assert CKPT in ready["genderswap"]["missing_files"]
+
+
+def test_the_inpaint_region_is_face_and_hair_from_the_parser_else_the_landmarks(t1_bgr: np.ndarray, faces: list,
+                                                                               parser: Any) -> None:
+    """BiSeNet (the stand-in: skin in an ellipse, hair in a band above it) gives the region when loaded; without it,
+    the enlarged landmark hull. Either way the mask is feathered and exactly 0 away from the face."""
+    from app.services.genderswap import region_mask
+
+    face = max(faces, key=lambda f: f.area)
+    x1, y1, x2, y2 = (float(v) for v in face.bbox)
+    # The parser sees the face's ffhq crop zoomed out 4/3 (about 3 face widths), so long hair may reach that far.
+    for p, kind, reach in ((parser, "bisenet", 2.0), (None, "landmarks", 1.0)):
+        soft, got = region_mask(t1_bgr, face, p)
+        assert got == kind
+        assert soft.shape == t1_bgr.shape[:2] and soft.dtype == np.float32
+        assert soft.min() == 0.0 and soft.max() == 1.0
+        assert soft[int((y1 + y2) / 2), int((x1 + x2) / 2)] == 1.0  # the face centre is fully repainted
+        assert soft[~_around(face.bbox, soft.shape, reach)].max() == 0.0  # nothing far from the face
+        assert soft[: int(y1), int(x1):int(x2)].max() > 0.5  # the hair above the face box is in
+        assert 0 < np.count_nonzero((soft > 0) & (soft < 1)) < np.count_nonzero(soft == 1)  # a feathered edge
