@@ -35,7 +35,7 @@ _HEADERS = ("`X-Face-Backend` (neural), `X-Seed` (the seed used: send it back to
         200: {"description": "The image, at the input's size, with its alpha. Headers: " + _HEADERS,
               "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
         **ASYNC_RESPONSE,
-        **error_responses(413, 415, 422, 500, 503),
+        **error_responses(400, 413, 415, 422, 500, 503),
     },
 )
 async def genderswap_endpoint(
@@ -92,7 +92,7 @@ def _decode_base64(text: str, max_bytes: int) -> bytes:
     '`{"mime", "image"}` with the PNG in base64; the seed used is in `X-Seed`. Runs the improved pipeline of '
     "/genderswap (face-and-hair inpainting, DPM++ SDE Karras) on the largest face; the target is the opposite of "
     "`current_gender`.",
-    responses=error_responses(413, 415, 422, 500, 503),
+    responses=error_responses(400, 413, 415, 422, 500, 503),
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/x-www-form-urlencoded": {"schema": ApiSwapForm.model_json_schema()},
         "multipart/form-data": {"schema": ApiSwapForm.model_json_schema()}}}},
