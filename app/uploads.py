@@ -92,10 +92,12 @@ MEDIA_ROUTES = ("/faceswap/video", "/lipsync", "/jobs/")
 def body_caps(settings: Settings) -> Callable[[str], int]:
     """The whole-body cap of each route, consistent with the per-file caps: a swap may send
     ``max_source_images`` sources and a target at ``max_upload_bytes`` each; media routes add a video and an
-    audio file at their own caps; every other route takes one image."""
+    audio file at their own caps; the seed's gender swap (``/api/swap/``) sends its image base64-encoded (4/3 of
+    its size); every other route takes one image."""
     image = settings.max_upload_bytes
     swap = (settings.max_source_images + 1) * image
     media = settings.max_source_images * image + settings.max_video_bytes + settings.max_audio_bytes
+    base64_image = (image + 2) // 3 * 4
     other = image
 
     def cap(path: str) -> int:
@@ -103,6 +105,8 @@ def body_caps(settings: Settings) -> Callable[[str], int]:
             return media + FORM_SLACK
         if path in ("/faceswap", "/swap_img"):
             return swap + FORM_SLACK
+        if path == "/api/swap/":
+            return base64_image + FORM_SLACK
         return other + FORM_SLACK
 
     return cap
