@@ -58,7 +58,7 @@ def open_bucket(settings: Settings) -> tuple[Bucket | None, str | None]:
         return Bucket(url, settings.storage_results_prefix), None
     except (StorageError, OSError) as exc:
         logging.getLogger("app").error("storage unavailable", extra={"url": url, "error": str(exc)})
-        return None, f"storage {url!r} is unavailable: {exc}"
+        return None, "the storage bucket is unavailable (FACEAPI_STORAGE_URL); the server log has the reason"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
