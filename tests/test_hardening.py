@@ -298,7 +298,8 @@ def test_video_and_audio_probe_messages_leak_nothing(tmp_path) -> None:  # noqa:
     from app.media.video import probe_video
 
     cases = {
-        "trunc.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00\x00\x10\x00moov" + b"\x01" * 64,
+        "trunc.mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00\x00\x10\x00moov"
+        + b"\x01" * 64,
         "junk.webm": b"\x1a\x45\xdf\xa3" + b"\xff" * 200,
         "bad.wav": b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\xff" * 40,
     }
