@@ -163,18 +163,8 @@ def video_corpus(tmp: Path) -> dict[str, bytes]:
     return c
 
 
-# Known 5xx outside this change's files, reported to their owners: (endpoint, file) → why. Listed ones may still
-# answer 500 (shown as "500 KNOWN" in the table); anything else must not.
-KNOWN_5XX = {
-    ("/faceswap/video", "mp4-wrong-codec.mp4"): "app/media/video.py probe_video reads codec_context.width of a "
-    "stream FFmpeg has no decoder for (codec_context is None): AttributeError → 500",
-}
-
-
-def _check(resp, field: str, known: str | None = None) -> str:  # noqa: ANN001
+def _check(resp, field: str) -> str:  # noqa: ANN001
     status = resp.status_code
-    if known and status == 500:
-        return "500 KNOWN"
     assert status < 500 or status == 503, f"{status} {resp.text[:300]}"
     if 400 <= status < 500:
         assert resp.headers["content-type"].startswith("application/json"), resp.headers
@@ -225,13 +215,13 @@ def test_video_corpus(builtin_server, hanks_bytes: bytes, tmp_path: Path) -> Non
         for name, data in corpus.items():
             files = [("source_image", ("hanks.png", hanks_bytes, "image/png")),
                      ("target_video", (name, data, "application/octet-stream"))]
-            rows.append([name, str(len(data)), _check(c.post("/faceswap/video", files=files), "target_video",
-                                                             KNOWN_5XX.get(("/faceswap/video", name)))])
+            rows.append([name, str(len(data)), _check(c.post("/faceswap/video", files=files), "target_video")])
     _print_table(["file", "bytes", "/faceswap/video"], rows)
     by_name = {r[0]: r[2] for r in rows}
     assert by_name["mp4-10-hours.mp4"] == "413 too_large"
     assert by_name["m4a-audio-only.m4a"].startswith("415")
     assert by_name["mp4-truncated-half.mp4"].startswith("422")
+    assert by_name["mp4-wrong-codec.mp4"] == "415 unsupported_media_type"
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -183,6 +183,8 @@ def probe_video(path: str | Path, field: str, limits: VideoLimits | None = None)
             raise InvalidMediaError(field, f"{field} is truncated (its index points past the end of the file)")
         vs = container.streams.video[0]
         cc = vs.codec_context
+        if cc is None:  # FFmpeg has no decoder for this stream's codec
+            raise UnsupportedMediaError(field, f"{field} uses a video codec this server cannot decode")
         w, h = int(cc.width or 0), int(cc.height or 0)
         if w <= 0 or h <= 0:
             raise InvalidMediaError(field, f"{field} has a video stream without a frame size (corrupt?)")
