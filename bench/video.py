@@ -15,7 +15,9 @@ Ceilings, measured in the same subprocess after the pipeline (after its RSS is r
 swap model alone as many times as there are frames (the ONNX session on one prepared crop; for builtin the
 classical swap of one face, paste-back included); ``detect_swap_fps`` runs detect + swap (with paste-back) of the
 best face on the decoded frames, decode not counted. ``cpu_ms`` is the process's CPU time per frame (all
-threads), which on 2 cores is what bounds the pipeline once the model is hidden. The RSS rows run the near-free
+threads) and ``swap_model_cpu_ms`` the swap model's alone per call: when the model alone already fills every core,
+the pipeline can reach at most ``model_cpu_share`` (their ratio) of its fps, and unlike the fps columns that ratio
+hardly moves when other jobs share the machine. The RSS rows run the near-free
 neural pipeline on a ``--seconds`` clip and on a ``--rss-seconds`` clip (60 by default) in fresh subprocesses.
 """
 
@@ -38,7 +40,8 @@ from bench.report import table, write
 from testkit import standins
 
 COLUMNS = ["config", "frames", "pipeline_fps", "swap_model_fps", "vs_swap_model", "detect_swap_fps", "detect_ms",
-           "swap_ms", "enhance_ms", "other_ms", "cpu_ms", "peak_rss_mb", "audio"]
+           "swap_ms", "enhance_ms", "other_ms", "cpu_ms", "swap_model_cpu_ms", "model_cpu_share", "peak_rss_mb",
+           "audio"]
 RSS_COLUMNS = ["clip_seconds", "frames", "pipeline_fps", "peak_rss_mb"]
 SIZE = (1280, 720)
 FPS = 25
@@ -158,6 +161,7 @@ def child(args: Any) -> None:
     if not args.no_ceiling:
         row.update(ceilings(hub, cfg["backend"], Path(args.clip), source, res.frames))
         row["vs_swap_model"] = f"{row['pipeline_fps'] / row['swap_model_fps']:.0%}"
+        row["model_cpu_share"] = f"{row['swap_model_cpu_ms'] / row['cpu_ms']:.0%}"
     print(json.dumps(row), flush=True)
 
 
@@ -188,10 +192,11 @@ def ceilings(hub: Any, backend: str, clip: Path, source: Path, calls: int) -> di
         def once() -> None:
             swapper.get(first, face, sources.faces[0], sources.images[0])
     once()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(calls):
         once()
     swap_model_fps = calls / (time.perf_counter() - t0)
+    swap_model_cpu_ms = 1000 * (time.process_time() - c0) / calls
     # Detect + swap (with paste-back) on decoded frames; decoding is not timed.
     spent = 0.0
     n = 0
@@ -202,7 +207,7 @@ def ceilings(hub: Any, backend: str, clip: Path, source: Path, calls: int) -> di
             swapper.get(frame, got, sources.faces[0], sources.images[0])
         spent += time.perf_counter() - t0
         n += 1
-    return {"swap_model_fps": swap_model_fps, "detect_swap_fps": n / spent}
+    return {"swap_model_fps": swap_model_fps, "swap_model_cpu_ms": swap_model_cpu_ms, "detect_swap_fps": n / spent}
 
 
 def _run_child(config: str, clip: Path, weights: Path, out: Path, ceiling: bool = True,
