@@ -340,3 +340,31 @@ def test_bad_media(clips: Path) -> None:
     with pytest.raises(ApiError) as err:
         probe_audio(write_clip(clips / "mute.mp4", seconds=0.2), "audio")
     assert (err.value.status, err.value.field) == (422, "audio")
+
+
+def test_pipeline_stage_may_hold_frames_back(tmp_path: Path) -> None:
+    """A look-ahead stage returns frames later than it gets them: every frame is still written once, in order, with
+    its own timestamp, and the rest comes out at flush."""
+    src = write_clip(tmp_path / "s.mp4", size=(64, 48), fps=25, seconds=0.6)
+
+    class Delay:
+        def __init__(self) -> None:
+            self.held: list[np.ndarray] = []
+
+        def push(self, frame: np.ndarray) -> list[np.ndarray]:
+            self.held.append(frame)
+            return [self.held.pop(0)] if len(self.held) > 3 else []
+
+        def flush(self) -> list[np.ndarray]:
+            out, self.held = self.held, []
+            return out
+
+    seen: list[tuple[int, int]] = []
+    res = process_video(src, tmp_path / "d.mp4", stage=Delay(), progress=lambda d, t: seen.append((d, t)))
+    assert res.frames == 15
+    ref = [f for f, _ in iter_frames(src)]
+    got = [f for f, _ in iter_frames(tmp_path / "d.mp4")]
+    times = [t for _, t in iter_frames(tmp_path / "d.mp4")]
+    assert len(got) == 15 and np.allclose(times, np.arange(15) / 25, atol=1e-3)
+    assert all(float(np.abs(a.astype(int) - b.astype(int)).mean()) < 4 for a, b in zip(ref, got, strict=True))
+    assert seen[-1][0] == 15

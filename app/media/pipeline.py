@@ -7,9 +7,11 @@ import contextlib
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -19,6 +21,16 @@ from app.media.writer import VideoWriter
 
 FrameFn = Callable[[np.ndarray], np.ndarray]
 BatchFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
+
+
+class Stage(Protocol):
+    """A processing step that may hold frames back for a while (a look-ahead): ``push`` takes the next frame and
+    returns the frames now ready, oldest first (possibly none); ``flush`` returns the rest at the end. Over the
+    whole clip it returns exactly one frame per frame pushed, in order."""
+
+    def push(self, frame: np.ndarray) -> list[np.ndarray]: ...
+
+    def flush(self) -> list[np.ndarray]: ...
 Progress = Callable[[int, int], None]
 
 _END = object()
@@ -69,13 +81,16 @@ def _get(q: queue.Queue, stop: threading.Event) -> object:
 
 def process_video(
     src: str | Path, dst: str | Path, *, per_frame: FrameFn | None = None, per_batch: BatchFn | None = None,
+    stage: Stage | None = None,
     batch_size: int = 8, field: str = "video", limits: VideoLimits | None = None, start: float | None = None,
     end: float | None = None, crf: int = 18, preset: str = "veryfast", audio_source: str | Path | None = None,
     audio: AudioMode = "keep", progress: Progress | None = None, queue_frames: int = 16,
     info: VideoInfo | None = None,
 ) -> PipelineResult:
-    """Decode ``src``, run every frame through ``per_frame`` (one frame) or ``per_batch`` (up to ``batch_size``
-    frames, same count back), encode to the MP4 ``dst`` with the source's timing and its audio.
+    """Decode ``src``, run every frame through ``per_frame`` (one frame), ``per_batch`` (up to ``batch_size``
+    frames, same count back) or a :class:`Stage` (which may hold frames back for a look-ahead; each output frame
+    keeps the timestamp of the frame at its place in the sequence), encode to the MP4 ``dst`` with the source's
+    timing and its audio.
 
     The processing function and ``progress(done, total)`` run in the calling thread; decoding and encoding run in
     two threads with bounded queues between them (each holds about ``queue_frames`` frames, at least one batch), so
@@ -87,15 +102,15 @@ def process_video(
     when it is copied, re-encoded, or refused (422 naming ``audio``). ``info`` skips probing when given.
     Raises the probe's 413/415/422 for a bad ``src``.
     """
-    if (per_frame is None) == (per_batch is None):
-        raise ValueError("pass exactly one of per_frame and per_batch")
+    if sum(f is not None for f in (per_frame, per_batch, stage)) != 1:
+        raise ValueError("pass exactly one of per_frame, per_batch and stage")
     info = info or probe_video(src, field, limits)
     origin = float(start or 0.0)
     total = info.frames
     if start or end:
         span = (end if end is not None else info.duration) - origin
         total = max(0, int(round(span * float(info.fps))))
-    group = 1 if per_frame is not None else max(1, batch_size)
+    group = max(1, batch_size) if per_batch is not None else 1
     stop = threading.Event()
     slots = max(1, queue_frames // group)
     decoded: queue.Queue = queue.Queue(maxsize=slots)
@@ -139,6 +154,19 @@ def process_video(
     for th in threads:
         th.start()
     done = 0
+    pending: deque[float] = deque()  # times of frames a stage holds back, oldest first
+
+    def emit(out: list[np.ndarray]) -> bool:
+        nonlocal done
+        if len(out) > len(pending):
+            raise ValueError(f"the processing returned {len(out)} frames for {len(pending)} waiting")
+        if out and not _put(processed, [(f, pending.popleft()) for f in out], stop):
+            return False
+        done += len(out)
+        if out and progress is not None:
+            progress(done, total)
+        return True
+
     try:
         while True:
             item = _get(decoded, stop)
@@ -149,15 +177,21 @@ def process_video(
                     raise written[0].exc
                 break
             frames = [f for f, _ in item]  # type: ignore[attr-defined]
-            times = [t for _, t in item]  # type: ignore[attr-defined]
-            out = [per_frame(frames[0])] if per_frame is not None else list(per_batch(frames))  # type: ignore[misc]
-            if len(out) != len(frames):
-                raise ValueError(f"the batch function returned {len(out)} frames for {len(frames)}")
-            if not _put(processed, list(zip(out, times, strict=True)), stop):
+            pending.extend(t for _, t in item)  # type: ignore[attr-defined]
+            if stage is not None:
+                out = stage.push(frames[0])
+            elif per_frame is not None:
+                out = [per_frame(frames[0])]
+            else:
+                out = list(per_batch(frames))  # type: ignore[misc]
+                if len(out) != len(frames):
+                    raise ValueError(f"the batch function returned {len(out)} frames for {len(frames)}")
+            if not emit(out):
                 break
-            done += len(out)
-            if progress is not None:
-                progress(done, total)
+        if stage is not None and not stop.is_set():
+            emit(stage.flush())
+        if pending and not stop.is_set():
+            raise ValueError(f"the processing kept {len(pending)} frames")
         _put(processed, _END, stop)
         threads[1].join()
         if not written:
