@@ -9,6 +9,7 @@ track, not per frame, so ``one_to_one`` and ``similarity`` keep swapping the sam
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -38,6 +39,7 @@ from models.swap.pairing import pair_faces
 from models.tracking import FaceTracker, SceneCutDetector, Track
 
 Progress = Callable[[int, int | None], None]
+LOOKAHEAD = 4  # frames per batch of the pipeline: detection runs ahead of the swap within a batch
 SOURCE_FIELD, TARGET_FIELD = "source_image", "target_video"
 
 
@@ -77,8 +79,31 @@ class FrameSwapper:
         self.frames_swapped = 0
         self.main_track: int | None = None  # one_to_one: the target person being replaced
         self.assigned: dict[int, int] = {}  # similarity: track id → source face index
+        self._ahead: ThreadPoolExecutor | None = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self._swap(frame, self._analyse(frame))
+
+    def batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """The frames swapped in order, detection and tracking running one frame ahead of the swap: one helper
+        thread analyses the frames one after another (so the tracker sees them in order) while this thread swaps
+        the ones already analysed. Model calls and OpenCV release the GIL, so the two overlap on two cores."""
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-detect")
+        futures = [self._ahead.submit(self._analyse, f) for f in frames]
+        try:
+            return [self._swap(f, fut.result()) for f, fut in zip(frames, futures, strict=True)]
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
+            self._ahead = None
+
+    def _analyse(self, frame: np.ndarray) -> list[tuple[int, Face]]:
         t = self.index / self.fps
         self.index += 1
         with self.timings.stage("detect"):
@@ -86,7 +111,9 @@ class FrameSwapper:
                 self.tracker.reset()
                 self.main_track, self.assigned = None, {}
             tracks = self.tracker.update(self.analyser.get(frame), t)
-            pairs = self.pairs(frame, tracks)
+            return self.pairs(frame, tracks)
+
+    def _swap(self, frame: np.ndarray, pairs: list[tuple[int, Face]]) -> np.ndarray:
         if not pairs:
             return frame
         out, placed = swap_pairs(self.ctx, self.sources, frame, pairs, self.timings)
@@ -175,11 +202,14 @@ def swap_video(ctx: SwapContext, options: VideoSwapOptions, settings: Settings, 
     if enhance is not None:
         plan = plan_enhancement(ctx.hub, enhance, info.width, info.height, settings.max_video_pixels, ENHANCER_FIELD)
     swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings)
-    result = process_video(
-        target_path, out_path, per_frame=swapper, field=TARGET_FIELD, info=info, start=options.start,
-        end=options.end, crf=settings.video_crf if options.quality is None else options.quality,
-        preset=settings.video_preset, audio=options.audio, progress=progress,
-    )
+    try:
+        result = process_video(
+            target_path, out_path, per_batch=swapper.batch, batch_size=LOOKAHEAD, field=TARGET_FIELD, info=info,
+            start=options.start, end=options.end, preset=settings.video_preset, audio=options.audio,
+            crf=settings.video_crf if options.quality is None else options.quality, progress=progress, queue_frames=8,
+        )
+    finally:
+        swapper.close()
     return VideoSwapResult(
         path=result.path, backend=backend, frames=result.frames, frames_swapped=swapper.frames_swapped,
         audio=str(result.audio), fps=info.fps, duration=result.duration, timings=timings,
