@@ -11,6 +11,7 @@ beforehand). The RSS rows repeat the job on a ``--seconds`` clip and a ``--rss-s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,8 @@ import numpy as np
 
 from bench.report import table, write
 
-COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "peak_rss_mb"]
+COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "model_fps_all_cores", "vs_all_cores",
+           "cpu_s_per_frame", "load", "peak_rss_mb"]
 
 
 def _clip(d: Path, seconds: float) -> tuple[Path, Path]:
@@ -86,25 +88,34 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool) -> dict[s
     video, audio = _clip(d, seconds)
     hub = ModelHub(Path(weights), ["lipsync"])
     hub.load()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = lipsync(hub, LipsyncOptions(backend="neural", batch_size=batch), Settings(weights_dir=weights), audio,
                      d / "out.mp4", video_path=video)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = _vm_hwm_mb()
     row: dict[str, Any] = {"seconds": seconds, "frames": result.frames, "batch": batch,
                            "e2e_fps": round(result.frames / wall, 2), "synced": result.frames_synced,
-                           "peak_rss_mb": rss, "timings": dict(result.timings)}
+                           "cpu_s_per_frame": round(cpu / max(result.frames, 1), 3),
+                           "load": round(os.getloadavg()[0], 2), "peak_rss_mb": rss,
+                           "timings": {k: round(v, 1) for k, v in dict(result.timings).items()}}
     if model_alone:
+        # the model alone on as many batches: with the thread count the job gave it (the job leaves it set), then
+        # with torch's default (every core), which is what the model gets on an otherwise idle machine
         model = hub.loaded["lipsync"]["neural"]
         rng = np.random.default_rng(0)
         crops = rng.integers(0, 255, (batch, 96, 96, 3), np.uint8)
         mel = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
         n = -(-result.frames // batch)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            model.predict_crops(mel, crops)
-        row["model_fps"] = round(n * batch / (time.perf_counter() - t0), 2)
+        row["model_threads"] = getattr(model.runner, "threads", None)
+        for key, threads in (("model_fps", row["model_threads"]), ("model_fps_all_cores", None)):
+            model.runner.threads = threads
+            model.predict_crops(mel, crops)  # warm-up at this thread count
+            t0 = time.perf_counter()
+            for _ in range(n):
+                model.predict_crops(mel, crops)
+            row[key] = round(n * batch / (time.perf_counter() - t0), 2)
         row["vs_model"] = f"{100 * row['e2e_fps'] / row['model_fps']:.0f} %"
+        row["vs_all_cores"] = f"{100 * row['e2e_fps'] / row['model_fps_all_cores']:.0f} %"
     print(json.dumps(row))
     return row
 

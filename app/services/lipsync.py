@@ -46,6 +46,9 @@ Progress = Callable[[int, int | None], None]
 VIDEO_FIELD, IMAGE_FIELD, AUDIO_FIELD = "video", "image", "audio"
 SAMPLE_RATE = 16000
 DETECT_SIDE = 640  # faces are detected on a copy at most this long (landmarks scaled back to the frame)
+ROI_MARGIN = 0.5  # a known face is looked for in its previous box grown by this share of its size each side
+ROI_FACE = 100  # ... scaled so the face is about this many pixels across (HOG's smallest face is 80 px)
+FULL_EVERY = 2.0  # seconds between whole-frame detections while a face is being followed
 BOX_RADIUS = 2  # crop boxes are averaged over 2·2+1 = 5 frames, as Wav2Lip's inference does
 DEFAULT_IMAGE_FPS = 25.0
 _POLL = 0.1
@@ -268,16 +271,35 @@ class MelWindows:
 # ---- faces: detect, track, bridge gaps, smooth boxes ------------------------------------------------------------
 
 
-def _scaled(face: Face, k: float) -> Face:
-    return Face(bbox=np.asarray(face.bbox, np.float32) * k, score=face.score, kps=np.asarray(face.kps, np.float32) * k,
-                landmarks=None if face.landmarks is None else np.asarray(face.landmarks, np.float32) * k,
+def _scaled(face: Face, k: float, dx: float = 0.0, dy: float = 0.0) -> Face:
+    """``face`` found in an image scaled by 1/``k`` whose origin sits at (``dx``, ``dy``) of the frame, in frame
+    pixels."""
+    d = np.array([dx, dy], np.float32)
+    box = np.asarray(face.bbox, np.float32) * k + np.concatenate([d, d])
+    return Face(bbox=box, score=face.score, kps=np.asarray(face.kps, np.float32) * k + d,
+                landmarks=None if face.landmarks is None else np.asarray(face.landmarks, np.float32) * k + d,
                 extra=dict(face.extra))
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = float(w * h)
+    return inter / (float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter + 1e-6)
 
 
 class FaceStage:
     """Finds the speaker's face in each new source frame (the largest tracked face, kept while its track lives),
     fills short gaps from the neighbours and averages crop boxes over 5 frames. Frames seen again (loops, a still
-    image) reuse what was found the first time."""
+    image) reuse what was found the first time.
+
+    Detection runs on every new frame, but cheaply: once a face is known, only a window around where it was in the
+    previous frame is searched (its box grown by ``ROI_MARGIN`` of its size each side, scaled so the face is about
+    ``ROI_FACE`` px), and the whole frame (at most ``DETECT_SIDE`` px) only on the first frame, when the window
+    finds nothing, and once every ``FULL_EVERY`` seconds (so a new, larger speaker is still picked up)."""
 
     def __init__(self, analyser: Any, fps: float, smoothing: float, pads: tuple[int, int, int, int]) -> None:
         self.analyser, self.pads = analyser, pads
@@ -288,14 +310,56 @@ class FaceStage:
         self.main: int | None = None
         self.window: deque[_Item] = deque()
         self.next = 0  # position in ``window`` of the next item to release
+        self.hint: np.ndarray | None = None  # the speaker's box in the previous detected frame
+        self.since_full = 0  # frames detected in a window since the last whole-frame detection
+        self.full_every = max(1, int(round(FULL_EVERY * self.fps)))
 
     def detect(self, frame: np.ndarray) -> list[Face]:
+        faces: list[Face] = []
+        if self.hint is not None and self.since_full < self.full_every:
+            faces = self._detect_near(frame, self.hint)
+            self.since_full += 1
+        if not faces:
+            faces = self._detect_full(frame)
+            self.since_full = 0
+        self.hint = self._follow(faces)
+        return faces
+
+    def _follow(self, faces: list[Face]) -> np.ndarray | None:
+        if not faces:
+            return None
+        boxes = [np.asarray(f.bbox, np.float32) for f in faces]
+        if self.hint is not None:
+            best = max(boxes, key=lambda b: _overlap(b, self.hint))  # type: ignore[arg-type]
+            if _overlap(best, self.hint) > 0.0:
+                return best
+        return max(boxes, key=lambda b: float((b[2] - b[0]) * (b[3] - b[1])))
+
+    def _detect_full(self, frame: np.ndarray) -> list[Face]:
         h, w = frame.shape[:2]
         k = max(h, w) / DETECT_SIDE
         if k <= 1.0:
             return self.analyser.get(frame)
         small = cv2.resize(frame, (int(round(w / k)), int(round(h / k))), interpolation=cv2.INTER_AREA)
         return [_scaled(f, k) for f in self.analyser.get(small)]
+
+    def _detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Face]:
+        h, w = frame.shape[:2]
+        size = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+        m = ROI_MARGIN * size
+        x1, y1 = max(0, int(box[0] - m)), max(0, int(box[1] - m))
+        x2, y2 = min(w, int(np.ceil(box[2] + m))), min(h, int(np.ceil(box[3] + m)))
+        if x2 - x1 < 16 or y2 - y1 < 16:
+            return []
+        roi = frame[y1:y2, x1:x2]
+        k = max(1.0, size / ROI_FACE)
+        if k > 1.0:
+            roi = cv2.resize(roi, (max(1, int(round((x2 - x1) / k))), max(1, int(round((y2 - y1) / k)))),
+                             interpolation=cv2.INTER_AREA)
+        else:
+            roi = np.ascontiguousarray(roi)
+        sx, sy = (x2 - x1) / roi.shape[1], (y2 - y1) / roi.shape[0]
+        return [_scaled(f, (sx + sy) / 2, x1, y1) for f in self.analyser.get(roi)]
 
     def _choose(self, faces: list[tuple[int, Face]]) -> tuple[int | None, Face | None]:
         live = dict(faces)
@@ -434,6 +498,8 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
     faced: queue.Queue = queue.Queue(maxsize=max(8, options.batch_size))
     modelled: queue.Queue = queue.Queue(maxsize=depth)
     neural = plan.backend != "builtin"
+    if neural:
+        reserve_core(plan.model)
     faces = FaceStage(plan.analyser, float(plan.fps), options.smoothing, options.pad_values)
     cache: FrameCache | None = None
     if plan.video is not None and plan.total is not None and options.loop == "pingpong" \
@@ -563,6 +629,17 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                          frames_synced=synced[0], audio=str(written.audio), fps=plan.fps,  # type: ignore[attr-defined]
                          duration=written.duration, timings=timings,  # type: ignore[attr-defined]
                          enhancer=plan.restorer[0] if plan.restorer is not None else None)
+
+
+def reserve_core(model: Any) -> int | None:
+    """Run a CPU model with one thread fewer than the cores this process may use (at least 1), so decode, detect,
+    paste and encode have a core beside it; returns the count set (None: the backend has no such knob)."""
+    runner = getattr(model, "runner", None)
+    if runner is None or not hasattr(runner, "threads"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    runner.threads = max(1, cores - 1)
+    return runner.threads
 
 
 def _run_model(plan: _Plan, batch: list[_Item], windows: Any, neural: bool) -> int:
