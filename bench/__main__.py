@@ -32,6 +32,11 @@ def main() -> None:
     ls.add_argument("--seconds", type=float, default=10.0, help="length of the 720p clip for the fps row")
     ls.add_argument("--rss-seconds", type=float, default=60.0, help="length of the clip for the second RSS row")
     ls.add_argument("--batch", type=int, default=16, help="frames per model call")
+    gs = sub.add_parser("genderswap", help="SD 1.5 gender swap at 512², real-size networks: s/step, s/image, RSS")
+    gs.add_argument("--steps", type=int, default=2, help="denoising steps run per image (projected to 30 × 0.6)")
+    gs.add_argument("--size", type=int, default=512, help="working size (square)")
+    gs.add_argument("--configs", default="", help="comma-separated subset of ours-inpaint, ours-img2img, reference")
+    gs.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one configuration in a fresh process
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
@@ -53,6 +58,10 @@ def main() -> None:
         from bench import lipsync
 
         lipsync.main(args)
+    elif args.name == "genderswap":
+        from bench import genderswap
+
+        genderswap.main(args)
 
 
 if __name__ == "__main__":
