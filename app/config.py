@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     default_backend: Literal["auto", "builtin", "neural"] = Field(
         "auto", description="Backend when a request names none: auto = neural when its weights are loaded."
     )
+    lipsync_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads of the Wav2Lip PyTorch model during /lipsync (0: every core)."
+    )
     det_size: int = Field(640, ge=128, le=2048, description="Square input size of the neural face detector.")
     det_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum neural detector score.")
     builtin_upsample: int = Field(

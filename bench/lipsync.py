@@ -77,7 +77,7 @@ def _weights(d: Path) -> Path:
     return d
 
 
-def child(seconds: float, batch: int, weights: str, model_alone: bool) -> dict[str, Any]:
+def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: int = 0) -> dict[str, Any]:
     """One job in this process; prints its row as JSON."""
     from app.config import Settings
     from app.schemas import LipsyncOptions
@@ -88,8 +88,9 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool) -> dict[s
     video, audio = _clip(d, seconds)
     hub = ModelHub(Path(weights), ["lipsync"])
     hub.load()
+    settings = Settings(weights_dir=weights, lipsync_threads=threads)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = lipsync(hub, LipsyncOptions(backend="neural", batch_size=batch), Settings(weights_dir=weights), audio,
+    result = lipsync(hub, LipsyncOptions(backend="neural", batch_size=batch), settings, audio,
                      d / "out.mp4", video_path=video)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = _vm_hwm_mb()
@@ -127,15 +128,18 @@ def _vm_hwm_mb() -> int:
     return -1
 
 
-def _run(seconds: float, batch: int, weights: Path, model_alone: bool) -> dict[str, Any]:
-    code = (f"from bench.lipsync import child; child({seconds!r}, {batch!r}, {str(weights)!r}, {model_alone!r})")
+def _run(seconds: float, batch: int, weights: Path, model_alone: bool, threads: int = 0) -> dict[str, Any]:
+    code = (f"from bench.lipsync import child; "
+            f"child({seconds!r}, {batch!r}, {str(weights)!r}, {model_alone!r}, {threads!r})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(args: Any) -> None:
     weights = _weights(Path(tempfile.mkdtemp(prefix="bench-w2l-")))
-    rows = [_run(args.seconds, args.batch, weights, True), _run(args.rss_seconds, args.batch, weights, False)]
+    threads = getattr(args, "model_threads", 0)
+    rows = [_run(args.seconds, args.batch, weights, True, threads),
+            _run(args.rss_seconds, args.batch, weights, False, threads)]
     print(table(rows, COLUMNS))
     write("lipsync", {"rows": rows, "fps": str(Fraction(25))})
 
@@ -147,4 +151,5 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rss-seconds", type=float, default=60.0)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--model-threads", type=int, default=0, help="FACEAPI_LIPSYNC_THREADS for the job (0: every core)")
     main(p.parse_args())

@@ -499,7 +499,7 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
     modelled: queue.Queue = queue.Queue(maxsize=depth)
     neural = plan.backend != "builtin"
     if neural:
-        reserve_core(plan.model)
+        model_threads(plan.model, settings.lipsync_threads)
     faces = FaceStage(plan.analyser, float(plan.fps), options.smoothing, options.pad_values)
     cache: FrameCache | None = None
     if plan.video is not None and plan.total is not None and options.loop == "pingpong" \
@@ -631,14 +631,15 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                          enhancer=plan.restorer[0] if plan.restorer is not None else None)
 
 
-def reserve_core(model: Any) -> int | None:
-    """Run a CPU model with one thread fewer than the cores this process may use (at least 1), so decode, detect,
-    paste and encode have a core beside it; returns the count set (None: the backend has no such knob)."""
+def model_threads(model: Any, threads: int) -> int | None:
+    """Give a CPU model ``threads`` threads (0: the framework's default, every core). On a quiet 2-core machine
+    every core is fastest (the helpers fit in the gaps); on a shared, loaded one a model with one thread fewer than
+    the cores stops stalling at each layer for a thread that decode, detect or encode preempted. Returns the count
+    set (None: every core, or the backend has no such knob)."""
     runner = getattr(model, "runner", None)
     if runner is None or not hasattr(runner, "threads"):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    runner.threads = max(1, cores - 1)
+    runner.threads = threads or None
     return runner.threads
 
 
