@@ -4,7 +4,8 @@ audio and the audio muxed in, out.
 Everything streams, so memory does not grow with the length:
 
     source thread   decode (or loop: re-decode, the disk frame cache, the held last frame) → (out index, frame)
-    detect thread   detect on a ≤640 px copy → track + One-Euro smoothing → gap bridge → box smoothing (5 frames)
+    detect thread   detect around the last face (the whole frame at ≤640 px first, on a miss and every 2 s)
+                    → track + One-Euro smoothing → gap bridge → box smoothing (5 frames)
     calling thread  batches of frames + their audio windows → the model (Wav2Lip, or the built-in preview warp)
     encode thread   paste with a feathered lower-face mask → (mouth restoration) → H.264 + the new audio
 
