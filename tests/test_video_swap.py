@@ -257,6 +257,32 @@ def test_crossing_faces_keep_their_assignment(builtin_hub, t1_bgr: np.ndarray, h
         assert region_diff(out[i], frames[i], box_b) < 6, i  # B never
 
 
+def test_face_leaving_and_reentering_and_frames_without_face(builtin_hub, t1_bgr: np.ndarray, hanks_path: Path,
+                                                             tmp_path: Path) -> None:
+    """Frames without a face pass through unchanged (no face is painted where it was: the look-ahead sees that it
+    left); the face is swapped again when it comes back."""
+    a = patch(t1_bgr, T1_FACE_A)
+    frames, boxes = [], []
+    n = 27
+    for i in range(n):
+        f = canvas(400, 240)
+        box = place(np.zeros_like(f), a, 110 + (i % 9) * 4, 30)
+        if i < 9 or i >= 18:
+            place(f, a, 110 + (i % 9) * 4, 30)
+            boxes.append((box, True))
+        else:
+            boxes.append((box, False))  # 9 frames (0.36 s, longer than the tracker's gap filling) with nobody
+        frames.append(f)
+    clip = write_frames_clip(tmp_path / "leave.mp4", frames, FPS, audio=False)
+    res = run_swap(builtin_hub, clip, tmp_path / "out.mp4", hanks_path)
+    out, _, _ = read_video(res.path)
+    decoded, _, _ = read_video(clip)  # compare with what the pipeline decoded (H.264 noise on both sides)
+    for i, (box, visible) in enumerate(boxes):
+        d = region_diff(out[i], decoded[i], box)
+        assert (d > 12) if visible else (d < 4), (i, d)
+    assert res.frames_swapped == sum(v for _, v in boxes)
+
+
 def test_scene_cut_and_zoom_rotate(builtin_hub, t1_bgr: np.ndarray, hanks_path: Path, tmp_path: Path) -> None:
     """Shot 1 zooms and rotates over face A, shot 2 (after a cut) is another person: every frame is swapped."""
     a, b = patch(t1_bgr, T1_FACE_A), patch(t1_bgr, T1_FACE_B)

@@ -8,8 +8,9 @@ track, not per frame, so ``one_to_one`` and ``similarity`` keep swapping the sam
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,10 +37,10 @@ from app.services.faceswap import (
 from models.face import Face, best_face
 from models.masks.mouth import keep_mouths
 from models.swap.pairing import pair_faces
-from models.tracking import FaceTracker, SceneCutDetector, Track
+from models.tracking import FaceTracker, GapBridge, SceneCutDetector, Track
 
 Progress = Callable[[int, int | None], None]
-LOOKAHEAD = 4  # frames per batch of the pipeline: detection runs ahead of the swap within a batch
+AHEAD = 3  # frames the detection thread runs ahead of the swap
 SOURCE_FIELD, TARGET_FIELD = "source_image", "target_video"
 
 
@@ -66,7 +67,11 @@ class VideoSwapResult:
 
 
 class FrameSwapper:
-    """Swaps one frame at a time, keeping the tracker and each track's pairing between frames."""
+    """The swap as a pipeline :class:`~app.media.pipeline.Stage`. One helper thread detects and tracks the frames in
+    order, ``AHEAD`` frames ahead of this thread, which swaps (model calls and OpenCV release the GIL, so the two
+    overlap on two cores). Between them a :class:`~models.tracking.GapBridge` holds the frames of an open detection
+    gap (a few at most) until the face is found again (its place filled by interpolation) or has left (nothing is
+    painted there); then the released frames are paired by mode, per track, and swapped in order."""
 
     def __init__(self, ctx: SwapContext, sources: Sources, options: VideoSwapOptions, fps: float,
                  plan: EnhancePlan | None, timings: Timings) -> None:
@@ -74,46 +79,60 @@ class FrameSwapper:
         self.analyser = ctx.hub.analyser(sources.backend)
         self.fps = max(float(fps), 1.0)
         self.tracker = FaceTracker(smoothing=options.smoothing, fps=self.fps)
+        self.bridge: GapBridge[np.ndarray] = GapBridge()
         self.cuts = SceneCutDetector()
         self.index = 0
         self.frames_swapped = 0
         self.main_track: int | None = None  # one_to_one: the target person being replaced
         self.assigned: dict[int, int] = {}  # similarity: track id → source face index
         self._ahead: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[np.ndarray, Future[tuple[float, bool, list[Track]]]]] = deque()
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return self._swap(frame, self._analyse(frame))
-
-    def batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """The frames swapped in order, detection and tracking running one frame ahead of the swap: one helper
-        thread analyses the frames one after another (so the tracker sees them in order) while this thread swaps
-        the ones already analysed. Model calls and OpenCV release the GIL, so the two overlap on two cores."""
+    def push(self, frame: np.ndarray) -> list[np.ndarray]:
         if self._ahead is None:
             self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-detect")
-        futures = [self._ahead.submit(self._analyse, f) for f in frames]
-        try:
-            return [self._swap(f, fut.result()) for f, fut in zip(frames, futures, strict=True)]
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+        self._pending.append((frame, self._ahead.submit(self._analyse, frame)))
+        out: list[np.ndarray] = []
+        while len(self._pending) > AHEAD:
+            out += self._release(*self._pending.popleft())
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        while self._pending:
+            out += self._release(*self._pending.popleft())
+        return out + [self._swap(f, faces) for f, _, faces in self.bridge.flush()]
 
     def close(self) -> None:
+        for _, fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
         if self._ahead is not None:
             self._ahead.shutdown(wait=True, cancel_futures=True)
             self._ahead = None
 
-    def _analyse(self, frame: np.ndarray) -> list[tuple[int, Face]]:
+    def _analyse(self, frame: np.ndarray) -> tuple[float, bool, list[Track]]:
+        """In the helper thread, in frame order: (time, whether a scene cut starts here, the tracks)."""
         t = self.index / self.fps
         self.index += 1
         with self.timings.stage("detect"):
-            if self.cuts.is_cut(_thumbnail(frame, self.cuts.size)):
+            cut = self.cuts.is_cut(_thumbnail(frame, self.cuts.size))
+            if cut:
                 self.tracker.reset()
-                self.main_track, self.assigned = None, {}
-            tracks = self.tracker.update(self.analyser.get(frame), t)
-            return self.pairs(frame, tracks)
+            return t, cut, self.tracker.update(self.analyser.get(frame), t)
 
-    def _swap(self, frame: np.ndarray, pairs: list[tuple[int, Face]]) -> np.ndarray:
+    def _release(self, frame: np.ndarray, analysed: Future[tuple[float, bool, list[Track]]]) -> list[np.ndarray]:
+        t, cut, tracks = analysed.result()
+        out: list[np.ndarray] = []
+        if cut:  # a gap never spans a cut, and pairings start afresh in the new shot
+            out += [self._swap(f, faces) for f, _, faces in self.bridge.flush()]
+            self.main_track, self.assigned = None, {}
+        return out + [self._swap(f, faces) for f, _, faces in self.bridge.push(frame, t, tracks)]
+
+    def _swap(self, frame: np.ndarray, faces: list[tuple[int, Face]]) -> np.ndarray:
+        """One released frame with its resolved faces (track id, face): paired by mode, swapped, finished."""
+        with self.timings.stage("detect"):
+            pairs = self.pairs(frame, faces)
         if not pairs:
             return frame
         out, placed = swap_pairs(self.ctx, self.sources, frame, pairs, self.timings)
@@ -126,46 +145,43 @@ class FrameSwapper:
         self.frames_swapped += 1
         return out
 
-    def pairs(self, frame: np.ndarray, tracks: list[Track]) -> list[tuple[int, Face]]:
+    def pairs(self, frame: np.ndarray, faces: list[tuple[int, Face]]) -> list[tuple[int, Face]]:
         """(source face index, target face) for this frame, by the options' mode, stable per track."""
         mode = self.options.mode
-        if not tracks:
+        if not faces:
             return []
         if mode == "one_to_many":
-            return [(0, tr.face) for tr in tracks]
+            return [(0, face) for _, face in faces]
         if mode == "one_to_one":
-            live = {tr.id: tr for tr in tracks}
+            live = dict(faces)
             if self.main_track not in live:
-                seen = [tr for tr in tracks if tr.missed == 0]
-                best = best_face([tr.face for tr in seen])
-                if best is None:
-                    return []
-                self.main_track = next(tr.id for tr in seen if tr.face is best)
-            return [(0, live[self.main_track].face)]
+                best = best_face(list(live.values()))
+                self.main_track = next(tid for tid, face in faces if face is best)
+            return [(0, live[self.main_track])]
         if mode == "sorted":
-            faces = [tr.face for tr in tracks]
-            got = pair_faces("sorted", self.sources.faces, faces, self.options.direction)
-            return [(s, faces[t]) for s, t in got]
-        return self._similarity(frame, tracks)
+            targets = [face for _, face in faces]
+            got = pair_faces("sorted", self.sources.faces, targets, self.options.direction)
+            return [(s, targets[t]) for s, t in got]
+        return self._similarity(frame, faces)
 
-    def _similarity(self, frame: np.ndarray, tracks: list[Track]) -> list[tuple[int, Face]]:
+    def _similarity(self, frame: np.ndarray, faces: list[tuple[int, Face]]) -> list[tuple[int, Face]]:
         """Each new track is compared once with the free source faces (optimal assignment); the pairing then
         follows the track. A track below the minimum similarity is left alone."""
-        live = {tr.id for tr in tracks}
+        live = dict(faces)
         self.assigned = {k: v for k, v in self.assigned.items() if k in live}
         taken = set(self.assigned.values())
         free = [i for i in range(len(self.sources.faces)) if i not in taken]
-        new = [tr for tr in tracks if tr.id not in self.assigned and tr.missed == 0]
+        new = [(tid, face) for tid, face in faces if tid not in self.assigned]
         if free and new:
-            for tr in new:
-                if tr.face.embedding is None:
-                    self.analyser.embed(frame, tr.face)
-            got = pair_faces("similarity", [self.sources.faces[i] for i in free], [tr.face for tr in new],
+            for _, face in new:
+                if face.embedding is None:
+                    self.analyser.embed(frame, face)
+            got = pair_faces("similarity", [self.sources.faces[i] for i in free], [face for _, face in new],
                              min_similarity=self.ctx.min_similarity[self.sources.backend],
                              metric=identity_metric(self.sources.backend))
             for s, t in got:
-                self.assigned[new[t].id] = free[s]
-        return [(self.assigned[tr.id], tr.face) for tr in tracks if tr.id in self.assigned]
+                self.assigned[new[t][0]] = free[s]
+        return [(self.assigned[tid], face) for tid, face in faces if tid in self.assigned]
 
 
 def _thumbnail(frame: np.ndarray, side: int) -> np.ndarray:
@@ -204,7 +220,7 @@ def swap_video(ctx: SwapContext, options: VideoSwapOptions, settings: Settings, 
     swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings)
     try:
         result = process_video(
-            target_path, out_path, per_batch=swapper.batch, batch_size=LOOKAHEAD, field=TARGET_FIELD, info=info,
+            target_path, out_path, stage=swapper, field=TARGET_FIELD, info=info,
             start=options.start, end=options.end, preset=settings.video_preset, audio=options.audio,
             crf=settings.video_crf if options.quality is None else options.quality, progress=progress, queue_frames=8,
         )
