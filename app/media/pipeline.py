@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from app.media.mux import AudioMode, AudioOutcome
+from app.media.queues import END, Failure, get, put
 from app.media.video import VideoInfo, VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter
 
@@ -33,8 +34,6 @@ class Stage(Protocol):
     def flush(self) -> list[np.ndarray]: ...
 Progress = Callable[[int, int], None]
 
-_END = object()
-_POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
 
 
 class Canceled(Exception):
@@ -52,31 +51,6 @@ class PipelineResult:
     height: int
     audio: AudioOutcome
     source: VideoInfo
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put unless stopped; False when stopped."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=_POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event) -> object:
-    while True:
-        try:
-            return q.get(timeout=_POLL)
-        except queue.Empty:
-            if stop.is_set():
-                return _END
 
 
 def process_video(
@@ -126,27 +100,27 @@ def process_video(
             for frame, t in iter_frames(src, field, start, end):
                 batch.append((frame, t))
                 if len(batch) >= group:
-                    if not _put(decoded, batch, stop):
+                    if not put(decoded, batch, stop):
                         return
                     batch = []
-            if batch and not _put(decoded, batch, stop):
+            if batch and not put(decoded, batch, stop):
                 return
-            _put(decoded, _END, stop)
+            put(decoded, END, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            _put(decoded, _Failure(exc), stop)
+            put(decoded, Failure(exc), stop)
 
     def encode() -> None:
         try:
             while True:
-                item = _get(processed, stop)
-                if item is _END or stop.is_set():
+                item = get(processed, stop)
+                if item is END or stop.is_set():
                     break
                 for frame, t in item:  # type: ignore[attr-defined]
                     writer.write(frame, t - origin)
             if not stop.is_set():
                 written.append(writer.close())
         except BaseException as exc:  # noqa: BLE001
-            written.append(_Failure(exc))
+            written.append(Failure(exc))
             stop.set()
 
     threads = [threading.Thread(target=decode, name="media-decode", daemon=True),
@@ -160,7 +134,7 @@ def process_video(
         nonlocal done
         if len(out) > len(pending):
             raise ValueError(f"the processing returned {len(out)} frames for {len(pending)} waiting")
-        if out and not _put(processed, [(f, pending.popleft()) for f in out], stop):
+        if out and not put(processed, [(f, pending.popleft()) for f in out], stop):
             return False
         done += len(out)
         if out and progress is not None:
@@ -169,11 +143,11 @@ def process_video(
 
     try:
         while True:
-            item = _get(decoded, stop)
-            if isinstance(item, _Failure):
+            item = get(decoded, stop)
+            if isinstance(item, Failure):
                 raise item.exc
-            if item is _END:
-                if stop.is_set() and written and isinstance(written[0], _Failure):
+            if item is END:
+                if stop.is_set() and written and isinstance(written[0], Failure):
                     raise written[0].exc
                 break
             frames = [f for f, _ in item]  # type: ignore[attr-defined]
@@ -192,11 +166,11 @@ def process_video(
             emit(stage.flush())
         if pending and not stop.is_set():
             raise ValueError(f"the processing kept {len(pending)} frames")
-        _put(processed, _END, stop)
+        put(processed, END, stop)
         threads[1].join()
         if not written:
             raise RuntimeError("the encoder stopped without a result")
-        if isinstance(written[0], _Failure):
+        if isinstance(written[0], Failure):
             raise written[0].exc
         result = written[0]
     except BaseException:

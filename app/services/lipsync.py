@@ -34,6 +34,7 @@ from app.config import Settings
 from app.errors import ApiError
 from app.media.audio import AudioInfo, iter_audio, probe_audio
 from app.media.image import decode_image
+from app.media.queues import END, Failure, get, put
 from app.media.video import VideoInfo, VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter
 from app.schemas import LipsyncOptions
@@ -52,8 +53,6 @@ ROI_FACE = 100  # ... scaled so the face is about this many pixels across (HOG's
 FULL_EVERY = 2.0  # seconds between whole-frame detections while a face is being followed
 BOX_RADIUS = 2  # crop boxes are averaged over 2·2+1 = 5 frames, as Wav2Lip's inference does
 DEFAULT_IMAGE_FPS = 25.0
-_POLL = 0.1
-_END = object()
 
 
 @dataclass
@@ -91,30 +90,6 @@ class _Item:
     box: tuple[int, int, int, int] | None = None
     pred: np.ndarray | None = None  # the model's 96² BGR crop (neural) to paste
     out: np.ndarray | None = None  # the finished frame (built-in: warped in place of a paste)
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=_POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event) -> object:
-    while True:
-        try:
-            return q.get(timeout=_POLL)
-        except queue.Empty:
-            if stop.is_set():
-                return _END
 
 
 # ---- frame source: the video, then its loop ------------------------------------------------------------------
@@ -523,23 +498,23 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
             for j, s, frame, first in frames:
                 if not first and not passed:
                     passed = True
-                    if not _put(sourced, "pass", stop):
+                    if not put(sourced, "pass", stop):
                         return
-                if not _put(sourced, (_Item(j, s, frame), first), stop):
+                if not put(sourced, (_Item(j, s, frame), first), stop):
                     return
-            _put(sourced, _END, stop)
+            put(sourced, END, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            _put(sourced, _Failure(exc), stop)
+            put(sourced, Failure(exc), stop)
 
     def detect() -> None:
         try:
             while True:
-                got = _get(sourced, stop)
-                if got is _END or isinstance(got, _Failure):
-                    if got is _END and not stop.is_set():
+                got = get(sourced, stop)
+                if got is END or isinstance(got, Failure):
+                    if got is END and not stop.is_set():
                         for it in faces.flush():
-                            _put(faced, it, stop)
-                    _put(faced, got, stop)
+                            put(faced, it, stop)
+                    put(faced, got, stop)
                     return
                 if got == "pass":
                     ready = faces.end_of_pass()
@@ -548,16 +523,16 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                     with timings.stage("detect"):
                         ready = faces.push(item, first)
                 for it in ready:
-                    if not _put(faced, it, stop):
+                    if not put(faced, it, stop):
                         return
         except BaseException as exc:  # noqa: BLE001
-            _put(faced, _Failure(exc), stop)
+            put(faced, Failure(exc), stop)
 
     def encode() -> None:
         try:
             while True:
-                got = _get(modelled, stop)
-                if got is _END or stop.is_set():
+                got = get(modelled, stop)
+                if got is END or stop.is_set():
                     break
                 for item in got:  # type: ignore[attr-defined]
                     frame = item.out if item.out is not None else item.frame
@@ -575,7 +550,7 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                 with timings.stage("encode"):
                     result.append(writer.close())
         except BaseException as exc:  # noqa: BLE001
-            result.append(_Failure(exc))
+            result.append(Failure(exc))
             stop.set()
 
     chunks = iter_audio(audio_path, SAMPLE_RATE, AUDIO_FIELD)
@@ -590,27 +565,27 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
         batch: list[_Item] = []
         finished = False
         while not finished:
-            got = _get(faced, stop)
-            if isinstance(got, _Failure):
+            got = get(faced, stop)
+            if isinstance(got, Failure):
                 raise got.exc
-            if got is _END:
+            if got is END:
                 finished = True
             else:
                 batch.append(got)  # type: ignore[arg-type]
             if batch and (finished or len(batch) >= options.batch_size):
                 with timings.stage("model"):
                     synced[0] += _run_model(plan, batch, windows, neural)
-                if not _put(modelled, batch, stop):
+                if not put(modelled, batch, stop):
                     break
                 done += len(batch)
                 batch = []
                 if progress is not None:
                     progress(done, plan.total or max(plan.estimate, done))
-        _put(modelled, _END, stop)
+        put(modelled, END, stop)
         threads[2].join()
         if not result:
             raise RuntimeError("the encoder stopped without a result")
-        if isinstance(result[0], _Failure):
+        if isinstance(result[0], Failure):
             raise result[0].exc
         written = result[0]
     except BaseException:
