@@ -3,8 +3,6 @@ thread. Memory holds at most a few queues' worth of frames whatever the clip's l
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
 import threading
 from collections import deque
@@ -16,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from app.media.mux import AudioMode, AudioOutcome
-from app.media.queues import END, Failure, get, put
+from app.media.queues import END, Failure, abandon, finish, get, put
 from app.media.video import VideoInfo, VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter
 
@@ -166,20 +164,9 @@ def process_video(
             emit(stage.flush())
         if pending and not stop.is_set():
             raise ValueError(f"the processing kept {len(pending)} frames")
-        put(processed, END, stop)
-        threads[1].join()
-        if not written:
-            raise RuntimeError("the encoder stopped without a result")
-        if isinstance(written[0], Failure):
-            raise written[0].exc
-        result = written[0]
+        result = finish(processed, stop, threads[1], written)
     except BaseException:
-        stop.set()
-        for th in threads:
-            th.join()
-        writer.abort()
-        with contextlib.suppress(OSError):
-            os.unlink(dst)
+        abandon(stop, threads, writer, dst)
         raise
     threads[0].join()
     return PipelineResult(Path(dst), result.frames, result.duration, result.width, result.height,  # type: ignore[attr-defined]

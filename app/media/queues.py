@@ -3,11 +3,18 @@ when the job is stopped, an end marker, and a wrapper that carries a thread's ex
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
+from typing import Protocol
 
 END = object()  # put once after the last item
 POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+
+
+class Abortable(Protocol):
+    def abort(self) -> None: ...
 
 
 class Failure:
@@ -36,3 +43,25 @@ def get(q: queue.Queue, stop: threading.Event) -> object:
         except queue.Empty:
             if stop.is_set():
                 return END
+
+
+def finish(q: queue.Queue, stop: threading.Event, encoder: threading.Thread, written: list[object]) -> object:
+    """End the stream: :data:`END` into ``q`` (the encoder's input), wait for the encoder thread, and return what it
+    appended to ``written``, re-raising its :class:`Failure`."""
+    put(q, END, stop)
+    encoder.join()
+    if not written:
+        raise RuntimeError("the encoder stopped without a result")
+    if isinstance(written[0], Failure):
+        raise written[0].exc
+    return written[0]
+
+
+def abandon(stop: threading.Event, threads: list[threading.Thread], writer: Abortable, dst: str | os.PathLike) -> None:
+    """After a failure or a cancel: stop and join every thread, abort the writer and remove the partial ``dst``."""
+    stop.set()
+    for th in threads:
+        th.join()
+    writer.abort()
+    with contextlib.suppress(OSError):
+        os.unlink(dst)

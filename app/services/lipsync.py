@@ -34,7 +34,7 @@ from app.config import Settings
 from app.errors import ApiError
 from app.media.audio import AudioInfo, iter_audio, probe_audio
 from app.media.image import decode_image
-from app.media.queues import END, Failure, get, put
+from app.media.queues import END, Failure, abandon, finish, get, put
 from app.media.video import VideoInfo, VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter
 from app.schemas import LipsyncOptions
@@ -581,20 +581,9 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                 batch = []
                 if progress is not None:
                     progress(done, plan.total or max(plan.estimate, done))
-        put(modelled, END, stop)
-        threads[2].join()
-        if not result:
-            raise RuntimeError("the encoder stopped without a result")
-        if isinstance(result[0], Failure):
-            raise result[0].exc
-        written = result[0]
+        written = finish(modelled, stop, threads[2], result)
     except BaseException:
-        stop.set()
-        for th in threads:
-            th.join()
-        writer.abort()
-        with contextlib.suppress(OSError):
-            os.unlink(out_path)
+        abandon(stop, threads, writer, out_path)
         raise
     finally:
         if cache is not None:
