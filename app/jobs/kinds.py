@@ -45,10 +45,11 @@ class CheckingHub(_Checked):
         return _Checked(self._inner.swapper(backend), self._check)
 
 
-def _write(ctx: JobContext, content: bytes, media_type: str) -> JobOutput:
+def _write(ctx: JobContext, content: bytes, media_type: str, headers: dict[str, str]) -> JobOutput:
+    """The result file of an image job, in its work dir, with the response headers of the synchronous answer."""
     path = ctx.workdir / f"result{_EXT.get(media_type, '.bin')}"
     path.write_bytes(content)
-    return JobOutput(path, media_type)
+    return JobOutput(path, media_type, headers)
 
 
 def run_faceswap(ctx: JobContext) -> JobOutput:
@@ -62,11 +63,7 @@ def run_faceswap(ctx: JobContext) -> JobOutput:
                         "source_image", "target_image")
     result = swap(sctx, sources, target)
     ctx.check()
-    out = _write(ctx, result.content, result.media_type)
-    out.headers = {"X-Face-Backend": result.backend, "X-Faces-Swapped": str(result.faces_swapped),
-                   "Server-Timing": result.timings.header()}
-    if result.enhancer:
-        out.headers["X-Face-Enhancer"] = result.enhancer
+    out = _write(ctx, result.content, result.media_type, result.headers())
     ctx.progress(1, 1)
     return out
 
@@ -93,10 +90,7 @@ def run_enhance(ctx: JobContext) -> JobOutput:
     req = enhance_request(ctx.settings, options, ctx.inputs["image"][0].read_bytes(), faces, size)
     result = enhance(CheckingHub(ctx.hub, ctx.check), req)  # type: ignore[arg-type]
     ctx.check()
-    out = _write(ctx, result.content, result.media_type)
-    out.headers = {"X-Face-Backend": result.enhanced.restorer, "X-Faces-Enhanced": str(result.enhanced.faces),
-                   "X-Upscaler": result.enhanced.upscaler, "X-Analysis-Backend": result.analysis,
-                   "Server-Timing": result.timings.header()}
+    out = _write(ctx, result.content, result.media_type, result.headers())
     ctx.progress(1, 1)
     return out
 
@@ -178,9 +172,7 @@ def run_genderswap(ctx: JobContext) -> JobOutput:
     req = genderswap_request(ctx.settings, options, ctx.inputs["image"][0].read_bytes())
     result = genderswap(ctx.hub, req, progress=ctx.progress)  # one progress step per denoising step
     ctx.check()
-    out = _write(ctx, result.content, result.media_type)
-    out.headers = result.headers(options.method, options.sampler)
-    return out
+    return _write(ctx, result.content, result.media_type, result.headers(options.method, options.sampler))
 
 
 GENDERSWAP = JobKind(

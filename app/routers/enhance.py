@@ -45,14 +45,4 @@ async def enhance_endpoint(
         return await submit(request, "enhance", options, {"image": [image]})
     data = await read_upload(image, "image", settings.max_upload_bytes)
     result = await pool.run(enhance, hub, enhance_request(settings, options, data, parsed, size))
-    return Response(
-        content=result.content,
-        media_type=result.media_type,
-        headers={
-            "X-Face-Backend": result.enhanced.restorer,
-            "X-Faces-Enhanced": str(result.enhanced.faces),
-            "X-Upscaler": result.enhanced.upscaler,
-            "X-Analysis-Backend": result.analysis,
-            "Server-Timing": result.timings.header(),
-        },
-    )
+    return Response(content=result.content, media_type=result.media_type, headers=result.headers())

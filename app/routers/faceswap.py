@@ -29,14 +29,7 @@ async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFi
     source_datas = [await read_upload(f, ctx.source_field, max_bytes) for f in sources]
     target_data = await read_upload(target, ctx.target_field, max_bytes)
     result: SwapResult = await pool.run(swap, ctx, source_datas, target_data)
-    headers = {
-        "X-Face-Backend": result.backend,
-        "X-Faces-Swapped": str(result.faces_swapped),
-        "Server-Timing": result.timings.header(),
-    }
-    if result.enhancer:
-        headers["X-Face-Enhancer"] = result.enhancer
-    return Response(content=result.content, media_type=result.media_type, headers=headers)
+    return Response(content=result.content, media_type=result.media_type, headers=result.headers())
 
 
 @router.post(

@@ -180,6 +180,12 @@ class EnhanceResult:
     analysis: str  # builtin | neural | supplied
     timings: Timings
 
+    def headers(self) -> dict[str, str]:
+        """The response headers of an enhancement (also kept with a job's result)."""
+        return {"X-Face-Backend": self.enhanced.restorer, "X-Faces-Enhanced": str(self.enhanced.faces),
+                "X-Upscaler": self.enhanced.upscaler, "X-Analysis-Backend": self.analysis,
+                "Server-Timing": self.timings.header()}
+
 
 def enhance(hub: ModelHub, req: EnhanceRequest) -> EnhanceResult:
     t = Timings()

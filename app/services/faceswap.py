@@ -26,6 +26,14 @@ class SwapResult:
     timings: Timings
     enhancer: str | None = None  # restorer applied after the swap, when enhancement options were given
 
+    def headers(self) -> dict[str, str]:
+        """The response headers of a swap (also kept with a job's result)."""
+        out = {"X-Face-Backend": self.backend, "X-Faces-Swapped": str(self.faces_swapped),
+               "Server-Timing": self.timings.header()}
+        if self.enhancer:
+            out["X-Face-Enhancer"] = self.enhancer
+        return out
+
 
 @dataclass
 class Sources:
