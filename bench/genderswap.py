@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import table, write
+from testkit.tiny_tokenizer import write_tokenizer
 
 COLUMNS = ["config", "method", "sampler", "size", "steps", "text_s", "vae_enc_s", "first_step_s", "step_s",
            "vae_dec_s", "other_s", "total_s", "proj_18_s", "load_rss_mb", "peak_rss_mb"]
@@ -57,34 +58,6 @@ def vm_hwm_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP's byte → printable character table (the base alphabet of the BPE vocabulary)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def write_tokenizer(d: Path) -> Path:
-    """A byte-level CLIP BPE tokenizer (no merges beyond a few): ids stay far below SD's 49408-token vocabulary."""
-    d.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
-    merges = ["a n</w>", "m a", "ma n</w>", "w o", "wo man</w>"]
-    for m in merges:
-        vocab.setdefault(m.replace(" ", ""), len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return d
 
 
 def random_sd15(config_dir: Path, tokenizer_dir: Path, seed: int = 0) -> dict[str, Any]:

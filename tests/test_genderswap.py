@@ -25,6 +25,7 @@ pytest.importorskip("diffusers")
 from app.config import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from models.diffusion.genderswap import GenderSwapPipeline  # noqa: E402
+from testkit.tiny_tokenizer import write_tokenizer
 
 CKPT = "realisticVisionV60B1_v20Novae.safetensors"
 COMMAND = "python -m app weights download genderswap"
@@ -32,36 +33,6 @@ FAST = {"steps": "4", "strength": "0.5", "width": "256", "target_gender": "femal
 
 
 # ---- a tiny SD 1.x, written in the layouts the loader reads ----------------------------------------------------
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's byte → printable character table (the base alphabet of the BPE vocabulary)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
-def write_tokenizer(d: Path) -> Path:
-    """A small CLIP BPE tokenizer: the 256 byte symbols (bare and word-final), a few merges, the two specials."""
-    d.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for c in chars + [c + "</w>" for c in chars]:
-        vocab[c] = len(vocab)
-    merges = ["a n</w>", "o f</w>", "m a", "ma n</w>", "w o", "wo man</w>"]
-    for m in merges:
-        vocab.setdefault(m.replace(" ", ""), len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return d
-
-
 def tiny_components(seed: int = 0) -> dict[str, Any]:
     """diffusers' fast-test sizes: UNet blocks 32/64 with cross-attention 32 (attention on the coarse level only), a
     4-level VAE of 32 channels (so the latent is 1/8 of the image, as SD's), a 2-layer CLIP text model of width 32."""
