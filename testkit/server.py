@@ -72,3 +72,16 @@ class Server:
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120, **kw)
+
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def wait_for_job(client: httpx.Client, location: str, timeout: float = 60.0) -> dict:
+    """Poll a job (``location`` = ``/jobs/{id}``) until it reaches a terminal state; its JSON. Fails after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (job := client.get(location).json())["state"] not in TERMINAL:
+        assert time.monotonic() < deadline, f"{location} still {job['state']} after {timeout} s"
+        time.sleep(0.2)
+    return job

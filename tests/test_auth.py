@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from app.__main__ import main as cli
 from app.config import Settings
 from app.main import create_app
 from app.security import hash_key
-from testkit.server import Server
+from testkit.server import Server, wait_for_job
 
 KEY_A, KEY_B, KEY_C, METRICS_KEY = "key-a-0123456789", "key-b-0123456789", "key-c-0123456789", "scrape-me"
 ORIGIN, OTHER_ORIGIN = "https://studio.example", "https://evil.example"
@@ -139,10 +138,7 @@ def test_a_job_belongs_to_the_key_that_created_it(server: Server, t1_path: Path,
             assert r.json()["error"]["code"] == "not_found"
         assert job_id not in [j["id"] for j in b.get("/jobs").json()["jobs"]]
         # B's cancel and delete did nothing: A's job runs to the end
-        deadline = time.monotonic() + 60
-        while (job := a.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed", "canceled"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        job = wait_for_job(a, f"/jobs/{job_id}")
         assert job["state"] == "succeeded", job
         assert job_id in [j["id"] for j in a.get("/jobs").json()["jobs"]]
         r = a.get(f"/jobs/{job_id}/result")

@@ -4,7 +4,6 @@ on a random-weight Wav2Lip exported to ONNX. Every input is made here from Tom H
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.services.lipsync import loop_index
+from testkit.server import wait_for_job
 
 SR = 48000
 FPS = 25
@@ -209,13 +209,8 @@ def test_as_a_job(builtin_server, media: dict[str, Path], tmp_path: Path) -> Non
     r = post(builtin_server, {"video": media["video"], "audio": media["short"]}, headers={"Prefer": "respond-async"})
     assert r.status_code == 202, r.text
     location = r.headers["location"]
-    deadline = time.monotonic() + 60
     with builtin_server.client() as c:
-        while time.monotonic() < deadline:
-            job = c.get(location).json()
-            if job["state"] in ("succeeded", "failed", "canceled"):
-                break
-            time.sleep(0.2)
+        job = wait_for_job(c, location)
         assert job["state"] == "succeeded", job
         assert job["kind"] == "lipsync"
         assert job["progress"]["unit"] == "frames"

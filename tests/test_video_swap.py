@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from testkit.clips import write_frames_clip
+from testkit.server import wait_for_job
 
 FPS = 25
 FRAMES = 12
@@ -151,13 +151,8 @@ def test_video_swap_as_a_job(builtin_server, face_clip: Path, hanks_path: Path, 
     r = _post(builtin_server, face_clip, hanks_path, headers={"Prefer": "respond-async"})
     assert r.status_code == 202, r.text
     location = r.headers["location"]
-    deadline = time.monotonic() + 60
     with builtin_server.client() as c:
-        while time.monotonic() < deadline:
-            job = c.get(location).json()
-            if job["state"] in ("succeeded", "failed", "canceled"):
-                break
-            time.sleep(0.2)
+        job = wait_for_job(c, location)
         assert job["state"] == "succeeded", job
         assert job["kind"] == "faceswap_video"
         assert job["progress"]["unit"] == "frames"
