@@ -8,7 +8,6 @@ The built-in restorer and Lanczos are the real thing.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import tracemalloc
@@ -21,7 +20,7 @@ import numpy as np
 from app.config import Settings
 from app.schemas import EnhanceOptions
 from app.services.enhance import apply_enhancement, plan_enhancement
-from bench.report import pct, table, time_ms, write
+from bench.report import pct, run_child, table, time_ms, write
 from models.face import Face
 from models.hub import ModelHub
 from testkit import standins
@@ -117,9 +116,7 @@ def memory_child(weights: str, scale: int) -> None:
 def memory_rows(weights: Path) -> list[dict[str, Any]]:
     rows = []
     for scale in (1, 2):
-        out = subprocess.run([sys.executable, "-m", "bench.enhance", "--memory-child", str(weights), str(scale)],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_child(["-m", "bench.enhance", "--memory-child", str(weights), str(scale)]))
         print(table([rows[-1]], MEM_COLUMNS).splitlines()[-1], flush=True)
     return rows
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import table, write
+from bench.report import run_child, table, write
 from testkit.tiny_tokenizer import write_tokenizer
 
 COLUMNS = ["config", "method", "sampler", "size", "steps", "text_s", "vae_enc_s", "first_step_s", "step_s",
@@ -155,13 +153,7 @@ def child(args: Any) -> None:
 
 
 def _run_child(config: str, size: int, steps: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench", "genderswap", "--child", config, "--size", str(size), "--steps", str(steps)]
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench genderswap --child {config} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(["-m", "bench", "genderswap", "--child", config, "--size", str(size), "--steps", str(steps)])
 
 
 def main(args: Any) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -22,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import table, write
+from bench.report import run_child, table, write
 
 COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "model_fps_all_cores", "vs_all_cores",
            "cpu_s_per_frame", "load", "peak_rss_mb"]
@@ -131,8 +129,7 @@ def _vm_hwm_mb() -> int:
 def _run(seconds: float, batch: int, weights: Path, model_alone: bool, threads: int = 0) -> dict[str, Any]:
     code = (f"from bench.lipsync import child; "
             f"child({seconds!r}, {batch!r}, {str(weights)!r}, {model_alone!r}, {threads!r})")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(["-c", code])
 
 
 def main(args: Any) -> None:

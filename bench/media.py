@@ -6,7 +6,6 @@ machine is shared, so compare rows of one run only."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ import numpy as np
 from app.media.pipeline import process_video
 from app.media.video import VideoLimits, iter_frames
 from app.media.writer import VideoWriter
-from bench.report import table, write
+from bench.report import run_child, table, write
 from bench.spool import SPOOL_COLUMNS, spool_rows
 from testkit import standins
 
@@ -200,9 +199,7 @@ def memory_rows(tmp: Path) -> list[dict[str, Any]]:
         src = tmp / f"720p-{int(seconds)}s.mp4"
         if not src.exists():
             make_clip(src, seconds)
-        out = subprocess.run([sys.executable, "-m", "bench.media", "--memory-child", str(src), str(tmp / "m.mp4")],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_child(["-m", "bench.media", "--memory-child", str(src), str(tmp / "m.mp4")]))
         print(table([rows[-1]], MEM_COLUMNS).splitlines()[-1], flush=True)
     return rows
 

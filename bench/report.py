@@ -1,10 +1,12 @@
-"""Shared bench plumbing: timing, percentiles, the printed table and the JSON file."""
+"""Shared bench plumbing: timing, percentiles, fresh child processes, the printed table and the JSON file."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,17 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parent.parent
+
+
+def run_child(args: list[str]) -> dict[str, Any]:
+    """``python *args`` in a fresh process from the repo root (so its peak RSS is its own), returning the JSON object
+    printed on the last line of its output; its stderr tail when it fails."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"python {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def time_ms(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -36,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.report import table, write
+from bench.report import run_child, table, write
 from testkit import standins
 
 COLUMNS = ["config", "frames", "pipeline_fps", "swap_model_fps", "vs_swap_model", "detect_swap_fps", "detect_ms",
@@ -212,18 +210,13 @@ def ceilings(hub: Any, backend: str, clip: Path, source: Path, calls: int) -> di
 
 def _run_child(config: str, clip: Path, weights: Path, out: Path, ceiling: bool = True,
                frame_png: Path | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench", "video", "--child", config, "--clip", str(clip), "--weights", str(weights),
+    cmd = ["-m", "bench", "video", "--child", config, "--clip", str(clip), "--weights", str(weights),
            "--out", str(out)]
     if not ceiling:
         cmd.append("--no-ceiling")
     if frame_png is not None:
         cmd += ["--frame-png", str(frame_png)]
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench video --child {config} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(cmd)
 
 
 def main(args: Any) -> None:
