@@ -11,17 +11,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
 from fastapi import UploadFile
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import InvalidMediaError, TooLargeError
+from app.errors import ApiError, InvalidMediaError, TooLargeError
 
 _CHUNK = 1024 * 1024
 
@@ -142,3 +146,29 @@ async def spool_upload(file: UploadFile, field: str, max_bytes: int, dest: Path)
             os.unlink(dest)
         raise
     return dest
+
+
+def check_file_count(count: int, field: str, limit: int, setting: str | None = None) -> None:
+    """422 ``too_many_files`` naming ``field`` when more than ``limit`` files were sent (``setting``: the
+    setting that sets the limit, named in the message)."""
+    if count > limit:
+        where = f" ({setting})" if setting else ""
+        raise ApiError(422, "too_many_files", f"{count} {field} files sent; at most {limit}{where}", field)
+
+
+@contextlib.asynccontextmanager
+async def work_dir(settings: Settings, prefix: str) -> AsyncIterator[Path]:
+    """A private folder under ``FACEAPI_TEMP_DIR`` for one synchronous request's spooled inputs and result. It is
+    removed when the request fails; a successful answer removes it once sent (see :func:`file_response`)."""
+    work = Path(settings.temp_dir) / f"{prefix}-{secrets.token_hex(8)}"
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def file_response(path: Path, media_type: str, headers: dict[str, str], filename: str, work: Path) -> FileResponse:
+    """The result file (Range requests work), with ``work`` removed after the answer was sent."""
+    return FileResponse(path, media_type=media_type, headers=headers, filename=filename,
+                        background=BackgroundTask(shutil.rmtree, work, ignore_errors=True))

@@ -86,7 +86,7 @@ async def submit(request: Request, kind: str, options: BaseModel,
     """Spool ``files`` to disk, record a queued ``kind`` job and answer 202 + ``Location: /jobs/{id}`` with the job
     JSON. ``Idempotency-Key``: a key already used (within the TTL) answers 200 with that job instead. 503 +
     Retry-After when ``FACEAPI_JOB_QUEUE`` jobs already wait; 413/422 naming the field for a bad file."""
-    from app.uploads import spool_upload
+    from app.uploads import check_file_count, spool_upload
 
     svc = service_of(request)
     spec = svc.kinds.get(kind)
@@ -105,10 +105,9 @@ async def submit(request: Request, kind: str, options: BaseModel,
         got = [f for f in files.get(name) or [] if f is not None]
         if spec_in.required and not got:
             raise ApiError(422, "missing_field", f"{name} is required", name)
-        limit = int(getattr(svc.settings, spec_in.max_count_setting)) if spec_in.max_count_setting else 1
-        if len(got) > (limit if spec_in.multiple else 1):
-            raise ApiError(422, "too_many_files", f"{len(got)} {name} files sent; at most "
-                           f"{limit if spec_in.multiple else 1}", name)
+        setting = spec_in.max_count_setting if spec_in.multiple else None
+        limit = int(getattr(svc.settings, setting)) if setting else 1
+        check_file_count(len(got), name, limit, f"FACEAPI_{setting.upper()}" if setting else None)
     for name in files:
         if name not in spec.inputs:
             raise ApiError(422, "unknown_field", f"unknown file field {name!r}", name)

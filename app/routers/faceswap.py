@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 
 from app.config import Settings
 from app.deps import HubDep, PoolDep, SettingsDep
-from app.errors import ApiError, error_responses
+from app.errors import error_responses
 from app.inference import InferencePool
 from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import IMAGE_RESPONSE, SwapOptions
 from app.services.faceswap import SwapContext, SwapResult, swap, swap_context
-from app.uploads import read_upload
+from app.uploads import check_file_count, read_upload
 
 router = APIRouter(tags=["face swap"])
 RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)}
@@ -22,9 +22,7 @@ RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415
 
 async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,
                    settings: Settings) -> Response:
-    if len(sources) > settings.max_source_images:
-        raise ApiError(422, "too_many_files", f"{len(sources)} {ctx.source_field} files sent; at most "
-                       f"{settings.max_source_images} (FACEAPI_MAX_SOURCE_IMAGES)", ctx.source_field)
+    check_file_count(len(sources), ctx.source_field, settings.max_source_images, "FACEAPI_MAX_SOURCE_IMAGES")
     max_bytes = settings.max_upload_bytes
     source_datas = [await read_upload(f, ctx.source_field, max_bytes) for f in sources]
     target_data = await read_upload(target, ctx.target_field, max_bytes)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
-import shutil
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
 
 from app.deps import HubDep, PoolDep, SettingsDep
-from app.errors import ApiError, error_responses
+from app.errors import error_responses
 from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import VideoSwapOptions
 from app.services.faceswap import swap_context
 from app.services.video_swap import SOURCE_FIELD, TARGET_FIELD, swap_video
-from app.uploads import spool_upload
+from app.uploads import check_file_count, file_response, spool_upload, work_dir
 
 router = APIRouter(tags=["face swap"])
 
@@ -50,21 +46,14 @@ async def faceswap_video_endpoint(
     target_video: Annotated[UploadFile, File(description="Video whose faces are replaced (MP4/MOV, MKV/WebM, AVI)")],
     options: Annotated[VideoSwapOptions, Depends(options_form(VideoSwapOptions, (SOURCE_FIELD, TARGET_FIELD)))],
 ) -> FileResponse:
-    if len(source_image) > settings.max_source_images:
-        raise ApiError(422, "too_many_files", f"{len(source_image)} {SOURCE_FIELD} files sent; at most "
-                       f"{settings.max_source_images} (FACEAPI_MAX_SOURCE_IMAGES)", SOURCE_FIELD)
+    check_file_count(len(source_image), SOURCE_FIELD, settings.max_source_images, "FACEAPI_MAX_SOURCE_IMAGES")
     if wants_async(request):
         return await submit(request, "faceswap_video", options,  # type: ignore[return-value]
                             {SOURCE_FIELD: source_image, TARGET_FIELD: [target_video]})
-    work = Path(settings.temp_dir) / f"video-{secrets.token_hex(8)}"
-    try:
+    async with work_dir(settings, "video") as work:
         sources = [await spool_upload(f, SOURCE_FIELD, settings.max_upload_bytes, work / f"source-{i}")
                    for i, f in enumerate(source_image)]
         target = await spool_upload(target_video, TARGET_FIELD, settings.max_video_bytes, work / "target")
         ctx = swap_context(hub, settings, options, SOURCE_FIELD, TARGET_FIELD)
         result = await pool.run(swap_video, ctx, options, settings, sources, target, work / "result.mp4")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return FileResponse(result.path, media_type="video/mp4", headers=result.headers(), filename="faceswap.mp4",
-                        background=BackgroundTask(shutil.rmtree, work, ignore_errors=True))
+    return file_response(result.path, "video/mp4", result.headers(), "faceswap.mp4", work)

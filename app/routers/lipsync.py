@@ -3,15 +3,11 @@ audio muxed in; synchronous (the MP4) or as a job."""
 
 from __future__ import annotations
 
-import secrets
-import shutil
 from functools import partial
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
 
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, error_responses
@@ -19,7 +15,7 @@ from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import LipsyncOptions
 from app.services.lipsync import AUDIO_FIELD, IMAGE_FIELD, VIDEO_FIELD, lipsync
-from app.uploads import spool_upload
+from app.uploads import file_response, spool_upload, work_dir
 
 router = APIRouter(tags=["lip sync"])
 
@@ -59,8 +55,7 @@ async def lipsync_endpoint(
     if wants_async(request):
         files = {AUDIO_FIELD: [audio], VIDEO_FIELD: [video] if video else [], IMAGE_FIELD: [image] if image else []}
         return await submit(request, "lipsync", options, files)  # type: ignore[return-value]
-    work = Path(settings.temp_dir) / f"lipsync-{secrets.token_hex(8)}"
-    try:
+    async with work_dir(settings, "lipsync") as work:
         video_path = image_path = None
         if video is not None:
             video_path = await spool_upload(video, VIDEO_FIELD, settings.max_video_bytes, work / "video")
@@ -69,8 +64,4 @@ async def lipsync_endpoint(
         audio_path = await spool_upload(audio, AUDIO_FIELD, settings.max_audio_bytes, work / "audio")
         job = partial(lipsync, video_path=video_path, image_path=image_path)
         result = await pool.run(job, hub, options, settings, audio_path, work / "result.mp4")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return FileResponse(result.path, media_type="video/mp4", headers=result.headers(), filename="lipsync.mp4",
-                        background=BackgroundTask(shutil.rmtree, work, ignore_errors=True))
+    return file_response(result.path, "video/mp4", result.headers(), "lipsync.mp4", work)
