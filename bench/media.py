@@ -9,6 +9,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from app.media.writer import VideoWriter
 from bench.report import run_child, table, write
 from bench.spool import SPOOL_COLUMNS, spool_rows
 from testkit import standins
+from testkit.clips import audio_frames, encode_all, tone, video_frames
 
 W, H, FPS = 1280, 720, Fraction(30)
 CRF, PRESET = 18, "veryfast"
@@ -47,22 +49,14 @@ def make_clip(path: Path, seconds: float) -> Path:
     vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
     vs.options = {"crf": "23", "preset": "ultrafast"}
     aus = out.add_stream("aac", rate=48000, layout="mono")
-    for i in range(n):
-        x, y = (i * 2) % 400, (i // 3) % max(big.shape[0] - H, 1)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(big[y:y + H, x:x + W]), format="bgr24")
-        frame.pts = i
-        for p in vs.encode(frame):
-            out.mux(p)
-    for p in vs.encode(None):
-        out.mux(p)
-    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * 48000)) / 48000)).astype(np.float32)[None]
-    for s in range(0, tone.shape[1], 1024):
-        af = av.AudioFrame.from_ndarray(tone[:, s:s + 1024].copy(), format="fltp", layout="mono")
-        af.sample_rate, af.pts = 48000, s
-        for p in aus.encode(af):
-            out.mux(p)
-    for p in aus.encode(None):
-        out.mux(p)
+
+    def pan() -> Iterator[np.ndarray]:  # one frame at a time: a 60 s clip never sits in memory
+        for i in range(n):
+            x, y = (i * 2) % 400, (i // 3) % max(big.shape[0] - H, 1)
+            yield np.ascontiguousarray(big[y:y + H, x:x + W])
+
+    encode_all(out, vs, video_frames(pan()))
+    encode_all(out, aus, audio_frames(tone(seconds, 48000), 48000))
     out.close()
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,6 +39,16 @@ def noise(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.nda
 
 _AUDIO_CODEC = {"aac": ("aac", "fltp"), "mp3": ("libmp3lame", "fltp"), "opus": ("libopus", "flt"),
                 "flac": ("flac", "s16"), "pcm": ("pcm_s16le", "s16"), "vorbis": ("vorbis", "fltp")}
+
+
+def encode_all(out: av.container.OutputContainer, stream: av.stream.Stream, frames: Iterable[av.frame.Frame]
+               ) -> None:
+    """Encode ``frames`` on ``stream``, mux every packet into ``out``, then flush the encoder."""
+    for frame in frames:
+        for p in stream.encode(frame):
+            out.mux(p)
+    for p in stream.encode(None):
+        out.mux(p)
 
 
 def _encode_audio(
@@ -87,23 +98,19 @@ def write_clip(
     if rotation:
         vs.set_display_rotation(rotation)
     audio_parts = _encode_audio(out, audio, seconds, audio_rate, 2, signal) if audio else None
-    t, i = Fraction(0), 0
-    while t < Fraction(seconds).limit_denominator(1000) - Fraction(1, 100000):
-        frame = av.VideoFrame.from_ndarray(pattern(w, h, i), format="bgr24")
-        frame.pts, frame.time_base = int(t / tb), tb
-        for p in vs.encode(frame):
-            out.mux(p)
-        t += (1 / fps) * (2 if vfr and i % 2 else 1)
-        i += 1
-    for p in vs.encode(None):
-        out.mux(p)
+
+    def video_frames() -> Iterator[av.VideoFrame]:
+        t, i = Fraction(0), 0
+        while t < Fraction(seconds).limit_denominator(1000) - Fraction(1, 100000):
+            frame = av.VideoFrame.from_ndarray(pattern(w, h, i), format="bgr24")
+            frame.pts, frame.time_base = int(t / tb), tb
+            yield frame
+            t += (1 / fps) * (2 if vfr and i % 2 else 1)
+            i += 1
+
+    encode_all(out, vs, video_frames())
     if audio_parts:
-        stream, frames = audio_parts
-        for frame in frames:
-            for p in stream.encode(frame):
-                out.mux(p)
-        for p in stream.encode(None):
-            out.mux(p)
+        encode_all(out, *audio_parts)
     out.close()
     return path
 
@@ -118,12 +125,7 @@ def write_audio(
     default = {"pcm": "wav", "flac": "flac", "mp3": "mp3", "aac": "adts", "opus": "ogg", "vorbis": "ogg"}
     fmt = container or default[codec]
     out = av.open(str(path), "w", format=fmt)
-    stream, frames = _encode_audio(out, codec, seconds, rate, channels)
-    for frame in frames:
-        for p in stream.encode(frame):
-            out.mux(p)
-    for p in stream.encode(None):
-        out.mux(p)
+    encode_all(out, *_encode_audio(out, codec, seconds, rate, channels))
     out.close()
     return path
 
@@ -143,20 +145,25 @@ def write_frames_clip(path: str | Path, frames: list[np.ndarray], fps: int = 25,
         aus = out.add_stream("aac", rate=rate, layout="mono")
         n = int(rate * len(frames) / fps)
         wave = tone(n / rate, rate)
-        for start in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start: start + 1024]), format="fltp",
-                                            layout="mono")
-            af.sample_rate, af.pts, af.time_base = rate, start, Fraction(1, rate)
-            for p in aus.encode(af):
-                out.mux(p)
-        for p in aus.encode(None):
-            out.mux(p)
+        encode_all(out, aus, audio_frames(wave, rate))
+    encode_all(out, vs, video_frames(frames))
+    out.close()
+    return path
+
+
+def audio_frames(wave: np.ndarray, rate: int, size: int = 1024) -> Iterator[av.AudioFrame]:
+    """A float32 (channels, samples) signal as planar audio frames of ``size`` samples with their pts."""
+    layout = "mono" if wave.shape[0] == 1 else "stereo"
+    for start in range(0, wave.shape[1], size):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start: start + size]), format="fltp",
+                                        layout=layout)
+        af.sample_rate, af.pts, af.time_base = rate, start, Fraction(1, rate)
+        yield af
+
+
+def video_frames(frames: Iterable[np.ndarray]) -> Iterator[av.VideoFrame]:
+    """BGR arrays as video frames numbered 0, 1, 2… (pts in frame periods)."""
     for i, f in enumerate(frames):
         vf = av.VideoFrame.from_ndarray(f, format="bgr24")
         vf.pts = i
-        for p in vs.encode(vf):
-            out.mux(p)
-    for p in vs.encode(None):
-        out.mux(p)
-    out.close()
-    return path
+        yield vf
