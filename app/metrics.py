@@ -29,6 +29,8 @@ from prometheus_client import multiprocess as _mp
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.jobs.procs import pid_alive
+
 log = logging.getLogger("app.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -292,22 +294,12 @@ class JobStateCollector:
 
 
 # ---- exposition ----------------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_dead_workers(path: Path) -> list[int]:
     """Drop the live gauges of workers that died without shutting down (a crash, a kill -9)."""
     dead = []
     for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
         pid_text = os.path.basename(f).rsplit("_", 1)[-1].removesuffix(".db")
-        if pid_text.isdigit() and int(pid_text) not in dead and not _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) not in dead and not pid_alive(int(pid_text)):
             dead.append(int(pid_text))
     for pid in dead:
         with contextlib.suppress(OSError):

@@ -20,7 +20,7 @@ import numpy as np
 from app.config import Settings
 from app.schemas import EnhanceOptions
 from app.services.enhance import apply_enhancement, plan_enhancement
-from bench.report import pct, run_child, table, time_ms, write
+from bench.report import pct, reset_peak, run_child, status_mb, table, time_ms, write
 from models.face import Face
 from models.hub import ModelHub
 from testkit import standins
@@ -75,14 +75,6 @@ def latency_rows(hub: ModelHub, repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _status_mb(key: str) -> float:
-    """VmRSS / VmHWM of this process from /proc (ru_maxrss would include the parent's size before exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def memory_child(weights: str, scale: int) -> None:
     """Run in a fresh process: one 3840×2160 picture, 6 faces, background upscaled by the x2 model."""
     import time
@@ -97,8 +89,8 @@ def memory_child(weights: str, scale: int) -> None:
         f.bbox = f.bbox * np.array([sx, sy, sx, sy], np.float32)
         f.kps = f.kps * np.array([sx, sy], np.float32)
         faces.append(f)
-    base = _status_mb("VmRSS")  # models loaded, input decoded
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current size
+    base = status_mb("VmRSS")  # models loaded, input decoded
+    reset_peak()
     tracemalloc.start()
     t0 = time.perf_counter()
     plan = plan_enhancement(hub, EnhanceOptions(enhancer="gfpgan", upscale=scale, background_enhance=True),
@@ -106,7 +98,7 @@ def memory_child(weights: str, scale: int) -> None:
     res = apply_enhancement(img, None, faces, plan)
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
-    peak_rss = _status_mb("VmHWM")
+    peak_rss = status_mb("VmHWM")
     print(json.dumps({"input": "3840×2160", "upscale": scale, "upscaler": res.upscaler, "faces": res.faces,
                       "seconds": seconds, "numpy_peak_mb": peak / 2**20, "rss_before_mb": base,
                       "rss_peak_mb": peak_rss,

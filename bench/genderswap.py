@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import run_child, table, write
+from bench.report import run_child, status_mb, table, write
 from testkit.tiny_tokenizer import write_tokenizer
 
 COLUMNS = ["config", "method", "sampler", "size", "steps", "text_s", "vae_enc_s", "first_step_s", "step_s",
@@ -48,14 +48,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ours-img2img": {"method": "img2img", "sampler": "dpmpp_sde_karras"},
     "reference": {"method": "img2img", "sampler": "euler"},
 }
-
-
-def vm_hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def random_sd15(config_dir: Path, tokenizer_dir: Path, seed: int = 0) -> dict[str, Any]:
@@ -124,7 +116,7 @@ def child(args: Any) -> None:
     model = GenderSwapPipeline(folder=CONFIG_DIR, device="cpu", fp16=False)  # CONFIG_DIR has a model_index.json
     model.prepare()
     build_s = time.perf_counter() - t0
-    load_rss = vm_hwm_mb()
+    load_rss = status_mb("VmHWM")
     pipe = model.pipe
     unet, text, enc, dec = (_Clock(m) for m in (pipe.unet, pipe.text_encoder, pipe.vae.encoder, pipe.vae.decoder))
 
@@ -143,7 +135,7 @@ def child(args: Any) -> None:
         "config": args.child, **cfg, "size": f"{size}²", "steps": steps, "text_s": sum(text.calls),
         "vae_enc_s": sum(enc.calls), "first_step_s": unet.calls[0], "step_s": step, "vae_dec_s": sum(dec.calls),
         "other_s": total - timed, "total_s": total, "proj_18_s": total + (PROD_RUN - steps) * step,
-        "load_rss_mb": load_rss, "peak_rss_mb": vm_hwm_mb(), "build_s": build_s, "cpu_s": cpu,
+        "load_rss_mb": load_rss, "peak_rss_mb": status_mb("VmHWM"), "build_s": build_s, "cpu_s": cpu,
         "unet_calls_s": unet.calls, "threads": torch.get_num_threads(), "guidance": GUIDANCE,
         "unet_params_m": sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
         "vae_params_m": sum(p.numel() for p in pipe.vae.parameters()) / 1e6,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import run_child, table, write
+from bench.report import run_child, status_mb, table, write
 
 COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "model_fps_all_cores", "vs_all_cores",
            "cpu_s_per_frame", "load", "peak_rss_mb"]
@@ -91,7 +91,7 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: 
     result = lipsync(hub, LipsyncOptions(backend="neural", batch_size=batch), settings, audio,
                      d / "out.mp4", video_path=video)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss = _vm_hwm_mb()
+    rss = int(status_mb("VmHWM"))
     row: dict[str, Any] = {"seconds": seconds, "frames": result.frames, "batch": batch,
                            "e2e_fps": round(result.frames / wall, 2), "synced": result.frames_synced,
                            "cpu_s_per_frame": round(cpu / max(result.frames, 1), 3),
@@ -117,13 +117,6 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: 
         row["vs_all_cores"] = f"{100 * row['e2e_fps'] / row['model_fps_all_cores']:.0f} %"
     print(json.dumps(row))
     return row
-
-
-def _vm_hwm_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    return -1
 
 
 def _run(seconds: float, batch: int, weights: Path, model_alone: bool, threads: int = 0) -> dict[str, Any]:

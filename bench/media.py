@@ -21,7 +21,7 @@ import numpy as np
 from app.media.pipeline import process_video
 from app.media.video import VideoLimits, iter_frames
 from app.media.writer import VideoWriter
-from bench.report import run_child, table, write
+from bench.report import reset_peak, run_child, status_mb, table, write
 from bench.spool import SPOOL_COLUMNS, spool_rows
 from testkit import standins
 from testkit.clips import audio_frames, encode_all, tone, video_frames
@@ -30,13 +30,6 @@ W, H, FPS = 1280, 720, Fraction(30)
 CRF, PRESET = 18, "veryfast"
 COLUMNS = ["case", "frames", "seconds", "fps", "vs_ceiling"]
 MEM_COLUMNS = ["clip", "frames", "seconds", "fps", "rss_before_mb", "peak_rss_mb", "growth_mb"]
-
-
-def _status_mb(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_clip(path: Path, seconds: float) -> Path:
@@ -179,10 +172,10 @@ def memory_child(src: str, dst: str) -> None:
     """Run in a fresh process: the identity pipeline over ``src``, peak RSS reported as one JSON line."""
     import app.media.pipeline  # noqa: F401 - everything imported before the baseline
 
-    base = _status_mb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current size
+    base = status_mb("VmRSS")
+    reset_peak()
     n, s = _timed(lambda: our_pipeline(Path(src), Path(dst)))
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     print(json.dumps({"clip": Path(src).stem, "frames": n, "seconds": s, "fps": n / s, "rss_before_mb": base,
                       "peak_rss_mb": peak, "growth_mb": peak - base}))
 

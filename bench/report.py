@@ -18,6 +18,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parent.parent
 
 
+def status_mb(key: str, pid: int | str = "self") -> float:
+    """``VmRSS``, ``VmHWM`` (peak) … of a process from /proc, in MB (ru_maxrss would include a parent's size from
+    before exec); NaN when absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak(pid: int | str = "self") -> None:
+    """Reset a process's peak RSS (VmHWM) to its current RSS."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def run_child(args: list[str]) -> dict[str, Any]:
     """``python *args`` in a fresh process from the repo root (so its peak RSS is its own), returning the JSON object
     printed on the last line of its output; its stderr tail when it fails."""

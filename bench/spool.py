@@ -12,18 +12,12 @@ from typing import Any
 
 import httpx
 
+from bench.report import reset_peak, status_mb
 from testkit.server import Server
 
 CHUNK = 1024 * 1024
 SPOOL_COLUMNS = ["case", "upload_mb", "seconds", "mb_per_s", "status", "worker_rss_before_mb", "worker_peak_mb",
                  "growth_mb", "temp_files_left"]
-
-
-def _status_mb(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _body(boundary: str, size: int) -> tuple[Iterator[bytes], int]:
@@ -57,15 +51,15 @@ def spool_rows(tmp: Path, sizes_mb: tuple[int, ...] = (100, 400)) -> list[dict[s
         with httpx.Client(base_url=server.url, timeout=600) as client:
             pid = client.get("/healthz").json()["pid"]
             for mb in sizes_mb:
-                before = _status_mb(pid, "VmRSS")
-                Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the worker's peak (VmHWM) to its RSS now
+                before = status_mb("VmRSS", pid)
+                reset_peak(pid)
                 boundary = secrets.token_hex(12)
                 body, length = _body(boundary, mb * CHUNK)
                 t0 = time.perf_counter()
                 r = client.post("/faceswap/video", content=body, headers={
                     "content-type": f"multipart/form-data; boundary={boundary}", "content-length": str(length)})
                 seconds = time.perf_counter() - t0
-                peak = _status_mb(pid, "VmHWM")
+                peak = status_mb("VmHWM", pid)
                 left = sum(1 for p in (data / "tmp").rglob("*") if p.is_file())
                 rows.append({"case": "multipart upload → spool → 415", "upload_mb": mb, "seconds": seconds,
                              "mb_per_s": mb / seconds, "status": r.status_code, "worker_rss_before_mb": before,

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.report import run_child, table, write
+from bench.report import run_child, status_mb, table, write
 from testkit import standins
 
 COLUMNS = ["config", "frames", "pipeline_fps", "swap_model_fps", "vs_swap_model", "detect_swap_fps", "detect_ms",
@@ -113,14 +113,6 @@ def make_weights(tmp: Path) -> dict[str, Path]:
     return {"light": light, "heavy": heavy}
 
 
-def vm_hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 # ------------------------------------------------------------------------------------------- one subprocess
 def child(args: Any) -> None:
     """One configuration in this (fresh) process: the pipeline, its peak RSS, then the ceilings. Prints one JSON."""
@@ -146,7 +138,7 @@ def child(args: Any) -> None:
         "config": args.child, "frames": res.frames, "frames_swapped": res.frames_swapped,
         "pipeline_fps": res.frames / seconds, "detect_ms": per.get("detect"), "swap_ms": per.get("swap"),
         "enhance_ms": per.get("enhance"), "other_ms": 1000 * seconds / res.frames - known,
-        "cpu_ms": 1000 * cpu / res.frames, "peak_rss_mb": vm_hwm_mb(), "audio": res.audio,
+        "cpu_ms": 1000 * cpu / res.frames, "peak_rss_mb": status_mb("VmHWM"), "audio": res.audio,
         "enhancer": res.enhancer,
     }
     if args.frame_png:
