@@ -204,6 +204,29 @@ class Settings(BaseSettings):
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpeg and webp output.")
 
+    # AI provenance marks on every output (app/media/provenance.py)
+    provenance: Literal["on", "off"] = Field(
+        "on", description="on: every image and video says it was made or edited by an AI model (IPTC digital source "
+        "type and the software in XMP / MP4 metadata); off only when set explicitly.",
+    )
+    c2pa_cert: Path | None = Field(
+        None, description="PEM certificate chain (signer first) for a signed C2PA manifest on every output; with "
+        "FACEAPI_C2PA_KEY. Unset = no C2PA.",
+    )
+    c2pa_key: Path | None = Field(None, description="PEM private key of FACEAPI_C2PA_CERT.")
+    c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = Field(
+        "es256", description="C2PA signing algorithm; must match the key."
+    )
+    c2pa_tsa_url: str | None = Field(
+        None, description="RFC 3161 time-stamp authority for C2PA signatures (a network call per output); unset = none."
+    )
+
+    @model_validator(mode="after")
+    def _c2pa_pair(self) -> Settings:
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            raise ValueError("FACEAPI_C2PA_CERT and FACEAPI_C2PA_KEY go together: set both or neither")
+        return self
+
     @field_validator("enabled_jobs", mode="before")
     @classmethod
     def _split_jobs(cls, v: object) -> object:

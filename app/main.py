@@ -18,6 +18,7 @@ from app.errors import install_error_handlers
 from app.inference import InferencePool
 from app.jobs.kinds import KINDS
 from app.jobs.service import JobService
+from app.media import provenance
 from app.observability import RequestIdMiddleware, setup_logging
 from app.routers import analyze, enhance, faceswap, faceswap_video, genderswap, health, jobs, lipsync, swap_url
 from app.routers.metrics import router as metrics_router
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
     use_temp_dir(settings.temp_dir)  # multipart uploads roll over to disk here, never whole in memory
+    provenance.configure(settings.provenance == "on", settings.c2pa_cert, settings.c2pa_key, settings.c2pa_alg,
+                         settings.c2pa_tsa_url)  # AI marks on every output (app/media/provenance.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -6,12 +6,15 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from app.errors import InvalidMediaError, TooLargeError, UnsupportedMediaError
+from app.media import provenance
+from app.media.provenance import SourceType
 
 # Pillow's own bomb guard is replaced by our explicit pixel limit, checked from the header before decoding.
 Image.MAX_IMAGE_PIXELS = None
@@ -31,6 +34,10 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+# Checks every decoded upload passes, ``check(bgr, field)``, each free to raise an ApiError (the content gate,
+# app/services/nsfw.py, adds itself when it is on).
+DECODE_CHECKS: list[Callable[[np.ndarray, str], None]] = []
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -237,23 +244,31 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> DecodedImage:
     except Exception as exc:  # noqa: BLE001 - codecs raise OSError, ValueError, SyntaxError, struct.error…
         raise InvalidMediaError(field, f"{field} ({name}) {_load_error(exc)}") from None
     bgr = np.ascontiguousarray(rgb[..., ::-1])
+    for check in DECODE_CHECKS:
+        check(bgr, field)
     return DecodedImage(bgr=bgr, alpha=alpha, format=fmt)
 
 
-def encode_image(bgr: np.ndarray, fmt: str, quality: int = 95, alpha: np.ndarray | None = None) -> tuple[bytes, str]:
-    """Encode BGR uint8 (+ optional alpha, kept for PNG and WebP) → (bytes, media type)."""
+def encode_image(bgr: np.ndarray, fmt: str, quality: int = 95, alpha: np.ndarray | None = None,
+                 source: SourceType = "edited") -> tuple[bytes, str]:
+    """Encode BGR uint8 (+ optional alpha, kept for PNG and WebP) → (bytes, media type).
+
+    The image carries the AI provenance marks (app/media/provenance.py: XMP with the IPTC digital source type of
+    ``source`` and the software, plus a signed C2PA manifest when configured) unless they are turned off.
+    """
     rgb = np.ascontiguousarray(bgr[..., ::-1])
     if alpha is not None and fmt in ("png", "webp") and alpha.shape == bgr.shape[:2]:
         im = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     else:
         im = Image.fromarray(rgb, "RGB")
     buf = io.BytesIO()
-    if fmt == "png":
-        im.save(buf, "PNG", compress_level=1)
-    elif fmt == "jpeg":
-        im.save(buf, "JPEG", quality=quality)
-    elif fmt == "webp":
-        im.save(buf, "WEBP", quality=quality)
-    else:
+    if fmt not in MEDIA_TYPES:
         raise ValueError(f"unknown output format {fmt}")
-    return buf.getvalue(), MEDIA_TYPES[fmt]
+    marks = provenance.image_save_options(fmt, source)
+    if fmt == "png":
+        im.save(buf, "PNG", compress_level=1, **marks)
+    elif fmt == "jpeg":
+        im.save(buf, "JPEG", quality=quality, **marks)
+    else:
+        im.save(buf, "WEBP", quality=quality, **marks)
+    return provenance.finish_image(buf.getvalue(), MEDIA_TYPES[fmt], source), MEDIA_TYPES[fmt]

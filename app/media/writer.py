@@ -1,4 +1,5 @@
-"""H.264 MP4 writer on PyAV: libx264, yuv420p, ``+faststart``, exact source timing, audio carried along."""
+"""H.264 MP4 writer on PyAV: libx264, yuv420p, ``+faststart``, exact source timing, audio carried along, and the
+AI provenance marks (app/media/provenance.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from types import TracebackType
 import av
 import numpy as np
 
+from app.media import provenance
 from app.media.mux import AudioCarry, AudioMode, AudioOutcome
+from app.media.provenance import SourceType
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,10 @@ class VideoWriter:
         self, path: str | Path, fps: Fraction | float | int, *, time_base: Fraction | None = None, crf: int = 18,
         preset: str = "veryfast", audio_source: str | Path | None = None, audio: AudioMode = "keep",
         audio_start: float = 0.0, audio_end: float | None = None, audio_field: str = "audio",
+        source: SourceType = "edited",
     ) -> None:
         self.path = Path(path)
+        self.source = source  # the AI provenance marks' digital source type (app/media/provenance.py)
         self.fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
         self.time_base = time_base or 1 / self.fps
         self.crf, self.preset = crf, preset
@@ -72,8 +77,11 @@ class VideoWriter:
 
     def _open(self, width: int, height: int) -> None:
         self._size = (width, height)
-        out = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+        marks = provenance.mp4_metadata(self.source)
+        flags = "+faststart" + (provenance.MP4_MOVFLAGS if marks else "")
+        out = av.open(str(self.path), "w", format="mp4", options={"movflags": flags})
         try:
+            out.metadata.update(marks)
             ew, eh = even_size(width, height)
             stream = out.add_stream("libx264", rate=self.fps)
             stream.width, stream.height, stream.pix_fmt = ew, eh, "yuv420p"
@@ -137,6 +145,11 @@ class VideoWriter:
             self._discard()
             raise
         self._out.close()
+        try:
+            provenance.finish_mp4(self.path, self.source)  # XMP box appended (+ C2PA when configured)
+        except BaseException:
+            self._discard()
+            raise
         end = ((self._last_pts or 0) + self._last_step) * self.time_base
         ew, eh = even_size(*self._size)
         return WriteResult(self.path, self.frames, ew, eh, float(end), outcome)
