@@ -20,7 +20,7 @@ from app.jobs.kinds import KINDS
 from app.jobs.service import JobService
 from app.media import provenance
 from app.observability import RequestIdMiddleware, setup_logging
-from app.routers import analyze, enhance, faceswap, faceswap_video, genderswap, health, jobs, lipsync, swap_url
+from app.routers import analyze, enhance, faceswap, faceswap_video, genderswap, health, jobs, lipsync, studio, swap_url
 from app.routers.metrics import router as metrics_router
 from app.security import AccessMiddleware, access_middleware_options
 from app.storage import Bucket, StorageError
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(metrics.MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     for router in (health.router, analyze.router, faceswap.router, faceswap_video.router, swap_url.router,
-                   enhance.router, genderswap.router, lipsync.router, jobs.router):
+                   enhance.router, genderswap.router, lipsync.router, jobs.router, studio.router):
         app.include_router(router)
     app.include_router(metrics_router)
     return app

@@ -31,11 +31,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import metrics
 from app.config import Settings
 from app.errors import error_json
+from app.routers.studio import PAGE_PATHS
 
 log = logging.getLogger("app.security")
 HASH_PREFIX = "sha256:"
 _HASHED = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"}) | PAGE_PATHS  # + the studio page and its assets (no data in them)
 METRICS_PATH = "/metrics"
 ID_LENGTH = 12
 
