@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.registry import JOB_NAMES
+from models.safety.labels import EXPLICIT as NSFW_EXPLICIT
+from models.safety.labels import LABELS as NSFW_LABELS
 
 JOBS = JOB_NAMES  # models/registry.py
 Job = Literal[JOB_NAMES]  # type: ignore[valid-type]
@@ -199,6 +201,29 @@ class Settings(BaseSettings):
         description="Largest picture the diffusion model works on, width × height after scaling to the working size "
         "(413 above: e.g. a very tall image with method=img2img).",
     )
+
+    # content gate (app/services/nsfw.py: NudeNet's 320n detector from the nudenet wheel)
+    nsfw: Literal["off", "flag", "block"] = Field(
+        "off",
+        description="Content gate on image and video inputs and on gender swap and lip sync outputs: off; flag = "
+        "answer as usual with an X-NSFW header naming what was found; block = 422 nsfw_content naming the field.",
+    )
+    nsfw_classes: Annotated[list[str], NoDecode] = Field(
+        list(NSFW_EXPLICIT), description="Comma-separated NudeNet classes the gate acts on."
+    )
+    nsfw_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Lowest detector score the gate acts on.")
+    nsfw_video_interval: float = Field(
+        2.0, gt=0, le=600, description="Seconds between the video frames the gate checks (the first frame always)."
+    )
+
+    @field_validator("nsfw_classes", mode="before")
+    @classmethod
+    def _nsfw_classes(cls, v: object) -> object:
+        names = [c.strip().upper() for c in v.split(",") if c.strip()] if isinstance(v, str) else v
+        unknown = [c for c in names if c not in NSFW_LABELS] if isinstance(names, list) else []
+        if unknown:
+            raise ValueError(f"unknown NudeNet class {unknown[0]!r}; known: {', '.join(NSFW_LABELS)}")
+        return names
 
     # output
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Image format when a request names none.")

@@ -23,6 +23,7 @@ from app.observability import RequestIdMiddleware, setup_logging
 from app.routers import analyze, enhance, faceswap, faceswap_video, genderswap, health, jobs, lipsync, studio, swap_url
 from app.routers.metrics import router as metrics_router
 from app.security import AccessMiddleware, access_middleware_options
+from app.services import nsfw
 from app.storage import Bucket, StorageError
 from app.uploads import BodyLimitMiddleware, body_caps, use_temp_dir
 from models.hub import ModelHub
@@ -46,7 +47,7 @@ Every image endpoint takes multipart uploads and answers with the image, or with
 # Response headers a browser page may read across origins (CORS).
 EXPOSED_HEADERS = ["Location", "Retry-After", "X-Request-ID", "X-Worker-Pid", "X-Face-Backend",
                    "X-Faces-Swapped", "X-Faces-Enhanced", "X-Frames", "Server-Timing", "Content-Disposition",
-                   "Preference-Applied"]
+                   "Preference-Applied", "X-NSFW"]
 
 
 def open_bucket(settings: Settings) -> tuple[Bucket | None, str | None]:
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             builtin_min_score=settings.builtin_min_score,
         )
         app.state.hub = hub
+        nsfw.configure(settings)  # the content gate (FACEAPI_NSFW): its detector loads here when on
         app.state.bucket, app.state.bucket_error = open_bucket(settings)
         hub.start_loading()
         metrics.worker_started()
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     install_error_handlers(app)
     # outermost last: request id → metrics → CORS (answers preflights, decorates 401/429) → API keys → body cap
+    app.add_middleware(nsfw.NsfwHeaderMiddleware)  # X-NSFW from what the request's work flagged (FACEAPI_NSFW=flag)
     app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
     app.add_middleware(AccessMiddleware, **access_middleware_options(settings))
     if settings.cors_origins:

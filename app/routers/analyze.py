@@ -11,6 +11,7 @@ from app.errors import error_responses
 from app.routers.forms import options_form
 from app.schemas import AnalyzeOptions, AnalyzeResponse, FaceOut
 from app.services.analyze import analyze
+from app.services.nsfw import nsfw_responses
 from app.uploads import read_upload
 from models.face import Face
 
@@ -36,7 +37,7 @@ def face_out(face: Face, embeddings: bool) -> FaceOut:
     "/analyze",
     response_model=AnalyzeResponse,
     summary="Detect faces: boxes, 5 and 68 landmarks, optional identity embeddings",
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses={**error_responses(400, 413, 415, 422, 503), **nsfw_responses("image")},
 )
 async def analyze_endpoint(
     response: Response,

@@ -12,6 +12,7 @@ from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import EnhanceOptions
 from app.services.enhance import enhance, enhance_request, parse_faces
+from app.services.nsfw import nsfw_responses
 from app.uploads import read_upload
 
 router = APIRouter(tags=["enhance"])
@@ -29,6 +30,7 @@ router = APIRouter(tags=["enhance"])
         },
         **ASYNC_RESPONSE,
         **error_responses(400, 413, 415, 422, 503),
+        **nsfw_responses("image"),
     },
 )
 async def enhance_endpoint(

@@ -14,10 +14,12 @@ from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import IMAGE_RESPONSE, SwapOptions
 from app.services.faceswap import SwapContext, SwapResult, swap, swap_context
+from app.services.nsfw import nsfw_responses
 from app.uploads import check_file_count, read_upload
 
 router = APIRouter(tags=["face swap"])
-RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)}
+RESPONSES = {**IMAGE_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503),
+             **nsfw_responses("target_image")}
 
 
 async def run_swap(pool: InferencePool, ctx: SwapContext, sources: list[UploadFile], target: UploadFile,

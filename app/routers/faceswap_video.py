@@ -13,6 +13,7 @@ from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import VideoSwapOptions
 from app.services.faceswap import swap_context
+from app.services.nsfw import nsfw_responses
 from app.services.video_swap import SOURCE_FIELD, TARGET_FIELD, swap_video
 from app.uploads import check_file_count, file_response, spool_upload, work_dir
 
@@ -32,7 +33,8 @@ VIDEO_RESPONSE = {
     "/faceswap/video",
     response_class=FileResponse,
     summary="Swap the face of source_image through target_video (audio kept); `Prefer: respond-async` for a job",
-    responses={**VIDEO_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)},
+    responses={**VIDEO_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503),
+               **nsfw_responses(TARGET_FIELD)},
 )
 async def faceswap_video_endpoint(
     request: Request,

@@ -15,6 +15,7 @@ from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import ApiSwapForm, ApiSwapResponse, GenderSwapOptions
 from app.services.genderswap import genderswap, genderswap_request, model_unavailable
+from app.services.nsfw import nsfw_responses
 from app.uploads import read_upload
 
 router = APIRouter(tags=["genderswap"])
@@ -36,6 +37,7 @@ _HEADERS = ("`X-Face-Backend` (neural), `X-Seed` (the seed used: send it back to
               "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
         **ASYNC_RESPONSE,
         **error_responses(400, 413, 415, 422, 500, 503),
+        **nsfw_responses("image", outputs=True),
     },
 )
 async def genderswap_endpoint(
@@ -92,7 +94,8 @@ def _decode_base64(text: str, max_bytes: int) -> bytes:
     '`{"mime", "image"}` with the PNG in base64; the seed used is in `X-Seed`. Runs the improved pipeline of '
     "/genderswap (face-and-hair inpainting, DPM++ SDE Karras) on the largest face; the target is the opposite of "
     "`current_gender`.",
-    responses=error_responses(400, 413, 415, 422, 500, 503),
+    responses={**error_responses(400, 413, 415, 422, 500, 503),
+               **nsfw_responses("encoded_base_img", outputs=True)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/x-www-form-urlencoded": {"schema": ApiSwapForm.model_json_schema()},
         "multipart/form-data": {"schema": ApiSwapForm.model_json_schema()}}}},

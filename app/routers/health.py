@@ -12,6 +12,7 @@ from app import __version__
 from app.deps import SettingsDep
 from app.media import provenance
 from app.schemas import HealthResponse, ModelsResponse, ReadyResponse
+from app.services import nsfw
 
 router = APIRouter(tags=["operations"])
 
@@ -59,7 +60,7 @@ async def models(request: Request, settings: SettingsDep) -> ModelsWithProvenanc
     return ModelsWithProvenance(
         providers=hub.providers,
         weights_dir=str(settings.weights_dir),
-        models=[vars(s) for s in hub.statuses],
+        models=[vars(s) for s in hub.statuses] + nsfw.gate().model_info(),
         jobs=hub.job_status(),
         provenance=ProvenanceStatus(**provenance.status()),
     )

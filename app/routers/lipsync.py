@@ -15,6 +15,7 @@ from app.jobs import ASYNC_RESPONSE, submit, wants_async
 from app.routers.forms import options_form
 from app.schemas import LipsyncOptions
 from app.services.lipsync import AUDIO_FIELD, IMAGE_FIELD, VIDEO_FIELD, lipsync
+from app.services.nsfw import nsfw_responses
 from app.uploads import file_response, spool_upload, work_dir
 
 router = APIRouter(tags=["lip sync"])
@@ -34,7 +35,8 @@ LIPSYNC_RESPONSE = {
     "/lipsync",
     response_class=FileResponse,
     summary="Lip-sync a video (or a still image) to an audio track; `Prefer: respond-async` for a job",
-    responses={**LIPSYNC_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503)},
+    responses={**LIPSYNC_RESPONSE, **ASYNC_RESPONSE, **error_responses(400, 413, 415, 422, 503),
+               **nsfw_responses(VIDEO_FIELD, outputs=True)},
 )
 async def lipsync_endpoint(
     request: Request,

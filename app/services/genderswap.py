@@ -17,6 +17,7 @@ from app.config import Settings
 from app.errors import ApiError, NoFaceError
 from app.media import decode_image, encode_image
 from app.schemas import GenderSwapOptions
+from app.services import nsfw
 from app.services.common import Timings
 from models import align
 from models.face import Face, best_face
@@ -350,6 +351,9 @@ def genderswap(hub: ModelHub, req: GenderSwapRequest, progress: Progress | None 
                 a = alpha[..., None]
                 blended = back * a + crop.astype(np.float32) * (1.0 - a)
                 out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    if nsfw.gate().on:
+        with t.stage("nsfw"):
+            nsfw.check_output(out)  # FACEAPI_NSFW: the result passes the content gate before it is returned
     with t.stage("encode"):
         content, media_type = encode_image(out, opts.format or "png", req.quality, img.alpha)
     return GenderSwapResult(content, media_type, seed, genders, len(chosen), analysis, mask_kind, used, retried, t)

@@ -38,6 +38,7 @@ from app.media.queues import END, Failure, abandon, finish, get, put
 from app.media.video import VideoInfo, VideoLimits, iter_frames, probe_video
 from app.media.writer import VideoWriter
 from app.schemas import LipsyncOptions
+from app.services import nsfw
 from app.services.common import Timings, resolve_backend
 from models.face import Face
 from models.hub import ModelHub
@@ -487,6 +488,8 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                          audio_field=AUDIO_FIELD)
     result: list[object] = []
     synced = [0]
+    gate_input = nsfw.gate().video_checker(VIDEO_FIELD, float(plan.fps))  # FACEAPI_NSFW: sampled frames, both ends
+    gate_output = nsfw.gate().video_checker(nsfw.OUTPUT_FIELD, float(plan.fps))
 
     def source() -> None:
         try:
@@ -496,6 +499,8 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                 frames = _video_source(video_path, plan.total, options.loop, cache)  # type: ignore[arg-type]
             passed = False
             for j, s, frame, first in frames:
+                if first and plan.image is None:
+                    gate_input(s, frame)
                 if not first and not passed:
                     passed = True
                     if not put(sourced, "pass", stop):
@@ -544,6 +549,7 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                             and (item.pred is not None or item.out is not None):
                         with timings.stage("enhance"):
                             frame = _restore_mouth(frame, item, plan.restorer[1])
+                    gate_output(item.index, frame)
                     with timings.stage("encode"):
                         writer.write(frame)
             if not stop.is_set():

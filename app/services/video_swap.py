@@ -23,6 +23,7 @@ from app.errors import ApiError
 from app.media.pipeline import process_video
 from app.media.video import VideoInfo, VideoLimits, probe_video
 from app.schemas import VideoSwapOptions
+from app.services import nsfw
 from app.services.common import Timings
 from app.services.enhance import EnhancePlan, apply_enhancement, plan_enhancement
 from app.services.faceswap import (
@@ -83,6 +84,7 @@ class FrameSwapper:
         self.cuts = SceneCutDetector()
         self.index = 0
         self.frames_swapped = 0
+        self.gate = nsfw.gate().video_checker(TARGET_FIELD, self.fps)  # FACEAPI_NSFW: sampled target frames
         self.main_track: int | None = None  # one_to_one: the target person being replaced
         self.assigned: dict[int, int] = {}  # similarity: track id → source face index
         self._ahead: ThreadPoolExecutor | None = None
@@ -114,6 +116,7 @@ class FrameSwapper:
     def _analyse(self, frame: np.ndarray) -> tuple[float, bool, list[Track]]:
         """In the helper thread, in frame order: (time, whether a scene cut starts here, the tracks)."""
         t = self.index / self.fps
+        self.gate(self.index, frame)
         self.index += 1
         with self.timings.stage("detect"):
             cut = self.cuts.is_cut(_thumbnail(frame, self.cuts.size))

@@ -27,13 +27,8 @@ import cv2
 import numpy as np
 
 from models.onnx_model import OnnxModel
+from models.safety.labels import LABELS
 
-LABELS: tuple[str, ...] = (
-    "FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
-    "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED", "BELLY_COVERED",
-    "FEET_COVERED", "ARMPITS_COVERED", "ARMPITS_EXPOSED", "FACE_MALE", "BELLY_EXPOSED", "MALE_GENITALIA_EXPOSED",
-    "ANUS_COVERED", "FEMALE_BREAST_COVERED", "BUTTOCKS_COVERED",
-)
 INPUT_SIZE = 320
 CANDIDATE_SCORE = 0.2  # an anchor's best class score to be a candidate at all
 NMS_SCORE = 0.25  # lowest score non-maximum suppression keeps
