@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -114,9 +115,15 @@ def test_single_file_loads_offline_with_the_local_config(tiny: tuple[Path, dict[
     steps: list[tuple[int, int]] = []
     a = pipe.swap(_img(), mask, "a photo of a woman", "nsfw", 0.5, 4, 7.5, 7, lambda d, t: steps.append((d, t)))
     b = pipe.swap(_img(), mask, "a photo of a woman", "nsfw", 0.5, 4, 7.5, 7, sampler="euler")
+    c = pipe.swap(_img(), mask, "a photo of a woman", "nsfw", 0.5, 4, 7.5, 7, sampler="dpmpp_2m_sde_karras")
+    again = pipe.swap(_img(), mask, "a photo of a woman", "nsfw", 0.5, 4, 7.5, 7)
+    other = pipe.swap(_img(), mask, "a photo of a woman", "nsfw", 0.5, 4, 7.5, 8)
     assert a.image.shape == (64, 64, 3) and a.image.dtype == np.uint8
-    assert steps == [(1, 2), (2, 2)] and a.steps == 2
-    assert not np.array_equal(a.image, b.image)  # the sampler is really switched
+    # DPM++ SDE Karras (the default) is second order: 2 denoising steps are 3 UNet calls, and progress counts them
+    assert steps == [(1, 3), (2, 3), (3, 3)] and a.steps == 3 and b.steps == 2 and c.steps == 2
+    assert not np.array_equal(a.image, b.image) and not np.array_equal(a.image, c.image)  # really switched
+    # its Brownian-tree noise is seeded by the request's seed: same seed, same pixels; another seed, others
+    assert np.array_equal(a.image, again.image) and not np.array_equal(a.image, other.image)
 
 
 def test_missing_files_fail_at_once_with_the_command(tmp_path: Path, tiny: tuple[Path, dict[str, Any]]) -> None:
@@ -142,6 +149,9 @@ def test_diffusers_folder_layout_gives_the_same_pixels(tmp_path: Path, tiny: tup
     StableDiffusionPipeline(**comps, tokenizer=tok, scheduler=PNDMScheduler.from_pretrained(str(sched)),
                             safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(tmp_path / "folder")
+    # the published scheduler file, as a downloaded SD 1.5 folder has it (save_pretrained writes every default out,
+    # e.g. PNDM's timestep_spacing, which the samplers would then inherit instead of their own)
+    shutil.copy(sched / "scheduler_config.json", tmp_path / "folder" / "scheduler" / "scheduler_config.json")
     folder = GenderSwapPipeline(folder=tmp_path / "folder")
     args = (_img(), None, "a photo of a man", "", 0.5, 4, 7.5, 3)
     assert np.array_equal(single.swap(*args).image, folder.swap(*args).image)
@@ -359,7 +369,7 @@ def test_a_job_reports_progress_per_denoising_step(client: TestClient, t1_bgr: n
     calls: list[tuple[int, int | None]] = []
     opts = GenderSwapOptions(steps=6, strength=0.5, width=256, target_gender="male", seed=11)
     genderswap(hub, genderswap_request(settings, opts, _png(t1_bgr)), progress=lambda d, t: calls.append((d, t)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert calls == [(i, 5) for i in range(1, 6)]  # 3 denoising steps of DPM++ SDE: 5 UNet calls
 
     r = client.post("/genderswap", files={"image": ("in.png", _png(t1_bgr))}, data={**FAST, "seed": "21"},
                     headers={"Prefer": "respond-async"})
@@ -369,7 +379,7 @@ def test_a_job_reports_progress_per_denoising_step(client: TestClient, t1_bgr: n
     while (job := client.get(url).json())["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert job["state"] == "succeeded", job
-    assert job["progress"]["unit"] == "steps" and job["progress"]["done"] == job["progress"]["total"] == 2
+    assert job["progress"]["unit"] == "steps" and job["progress"]["done"] == job["progress"]["total"] == 3
     result = client.get(url + "/result")
     assert result.status_code == 200
     sync = _post(client, _png(t1_bgr), seed="21")

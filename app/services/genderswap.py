@@ -20,6 +20,7 @@ from app.schemas import GenderSwapOptions
 from app.services import nsfw
 from app.services.common import Timings
 from models import align
+from models.diffusion.genderswap import unet_calls
 from models.face import Face, best_face
 from models.hub import ModelHub
 from models.registry import fetch_command
@@ -249,12 +250,12 @@ def is_black(img: np.ndarray) -> bool:
     return int(img.max()) <= 3
 
 
-def run_steps(steps: int, strength: float) -> tuple[int, int]:
-    """(steps to ask the pipeline for, denoising steps it will run): diffusers runs int(steps × strength) and refuses
-    0, so a tiny product asks for just enough steps to run one."""
+def run_steps(steps: int, strength: float, sampler: str = "euler") -> tuple[int, int]:
+    """(steps to ask the pipeline for, UNet calls it will make): diffusers runs int(steps × strength) denoising steps
+    and refuses 0, so a tiny product asks for just enough steps to run one; DPM++ SDE makes two calls a step."""
     if int(steps * strength) < 1:
         steps = math.ceil(1.0 / strength)
-    return steps, min(int(steps * strength), steps)
+    return steps, unet_calls(min(int(steps * strength), steps), sampler)
 
 
 class _Counter:
@@ -286,7 +287,7 @@ def _diffuse(model: Any, image: np.ndarray, mask: np.ndarray | None, prompt: str
             return out, strength, attempt == 1
         if attempt == 0:
             strength = min(round(strength + 0.1, 4), 1.0)
-            counter.total += run_steps(opts.steps, strength)[1]
+            counter.total += run_steps(opts.steps, strength, opts.sampler)[1]
     raise ApiError(500, "black_output", f"the model returned an all-black image twice (strength {opts.strength:g}, "
                    f"then {strength:g}, seed {seed}); try another seed, prompt or a lower strength", None)
 
@@ -322,7 +323,7 @@ def genderswap(hub: ModelHub, req: GenderSwapRequest, progress: Progress | None 
     out = img.bgr.copy()
     retried, used = False, opts.strength
     if opts.method == "img2img":
-        counter = _Counter(progress, run_steps(opts.steps, opts.strength)[1])
+        counter = _Counter(progress, run_steps(opts.steps, opts.strength, opts.sampler)[1])
         prompt = build_prompt(genders[0], chosen[0].age, opts.prompt_extra)
         with t.stage("diffuse"):
             small, used, retried = _diffuse(model, resize(img.bgr, (ww, wh)), None, prompt, negative, opts, seed,
@@ -338,7 +339,7 @@ def genderswap(hub: ModelHub, req: GenderSwapRequest, progress: Progress | None 
                 ww, wh = work_size(x1 - x0, y1 - y0, opts.width)
                 check_work(ww, wh, req.max_work_pixels, "a face region")
                 plans.append((face, soft, (x0, y0, x1, y1), (ww, wh)))
-        counter = _Counter(progress, len(plans) * run_steps(opts.steps, opts.strength)[1])
+        counter = _Counter(progress, len(plans) * run_steps(opts.steps, opts.strength, opts.sampler)[1])
         with t.stage("diffuse"):
             for i, (face, soft, (x0, y0, x1, y1), size) in enumerate(plans):
                 crop = out[y0:y1, x0:x1]
