@@ -15,10 +15,11 @@ Configurations, 512² input, guidance 12, 30 steps × strength 0.6 = 18 denoisin
 - ``reference``: the reference's settings, whole-picture img2img with Euler.
 
 On this CPU only ``--steps`` denoising steps run (2 by default: 30 steps with strength (steps + 0.5) / 30, so the
-scheduler is the 30-step one). Forward hooks time every UNet call (one per step: classifier-free guidance batches
-the two prompts), the text encoder and the VAE encoder / decoder. ``step_s`` is the median of the UNet calls after
-the first (the first carries the process's one-time warm-up, reported as ``first_step_s``), and
-``proj_18_s = total_s + (18 - steps) × step_s`` is the projected time of one image at the production settings, the
+scheduler is the 30-step one). Forward hooks time every UNet call (classifier-free guidance batches the two prompts
+into one call; DPM++ SDE Karras makes two calls a step, 2k - 1 for k steps, Euler one), the text encoder and the VAE
+encoder / decoder. ``step_s`` is the median of the UNet calls after the first (the first carries the process's
+one-time warm-up, reported as ``first_step_s``), and ``proj_18_s = total_s + (calls of 18 steps - calls run) ×
+step_s`` (35 calls for DPM++ SDE, 18 for Euler) is the projected time of one image at the production settings, the
 first call's warm-up included. Each configuration runs in a fresh subprocess: ``load_rss_mb`` is the peak RSS
 (/proc VmHWM) after the pipeline is built, ``peak_rss_mb`` after the image, i.e. one worker's peak.
 """
@@ -38,8 +39,8 @@ import numpy as np
 from bench.report import run_child, status_mb, table, write
 from testkit.tiny_tokenizer import write_tokenizer
 
-COLUMNS = ["config", "method", "sampler", "size", "steps", "text_s", "vae_enc_s", "first_step_s", "step_s",
-           "vae_dec_s", "other_s", "total_s", "proj_18_s", "load_rss_mb", "peak_rss_mb"]
+COLUMNS = ["config", "method", "sampler", "size", "steps", "unet_calls", "text_s", "vae_enc_s", "first_step_s",
+           "step_s", "vae_dec_s", "other_s", "total_s", "proj_18_s", "load_rss_mb", "peak_rss_mb"]
 SIZE = 512
 PROD_STEPS, PROD_STRENGTH, GUIDANCE = 30, 0.6, 12.0
 PROD_RUN = int(PROD_STEPS * PROD_STRENGTH)  # 18 denoising steps
@@ -99,7 +100,7 @@ def child(args: Any) -> None:
     import torch
 
     from app.services.genderswap import build_prompt, negative_prompt
-    from models.diffusion.genderswap import CONFIG_DIR, GenderSwapPipeline
+    from models.diffusion.genderswap import CONFIG_DIR, GenderSwapPipeline, unet_calls
 
     cfg = CONFIGS[args.child]
     size, steps = args.size, args.steps
@@ -128,13 +129,15 @@ def child(args: Any) -> None:
     res = model.swap(image, mask, build_prompt("female", 35), negative_prompt(), strength, PROD_STEPS, GUIDANCE,
                      seed=0, sampler=cfg["sampler"])
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert res.steps == steps == len(unet.calls), (res.steps, steps, unet.calls)
-    step = statistics.median(unet.calls[1:]) if steps > 1 else unet.calls[0]
+    calls = unet_calls(steps, cfg["sampler"])  # DPM++ SDE: two UNet calls a step (2k - 1)
+    assert res.steps == calls == len(unet.calls), (res.steps, calls, unet.calls)
+    step = statistics.median(unet.calls[1:]) if calls > 1 else unet.calls[0]
     timed = sum(text.calls) + sum(enc.calls) + sum(unet.calls) + sum(dec.calls)
     row = {
-        "config": args.child, **cfg, "size": f"{size}²", "steps": steps, "text_s": sum(text.calls),
-        "vae_enc_s": sum(enc.calls), "first_step_s": unet.calls[0], "step_s": step, "vae_dec_s": sum(dec.calls),
-        "other_s": total - timed, "total_s": total, "proj_18_s": total + (PROD_RUN - steps) * step,
+        "config": args.child, **cfg, "size": f"{size}²", "steps": steps, "unet_calls": calls,
+        "text_s": sum(text.calls), "vae_enc_s": sum(enc.calls), "first_step_s": unet.calls[0], "step_s": step,
+        "vae_dec_s": sum(dec.calls), "other_s": total - timed, "total_s": total,
+        "proj_18_s": total + (unet_calls(PROD_RUN, cfg["sampler"]) - calls) * step,
         "load_rss_mb": load_rss, "peak_rss_mb": status_mb("VmHWM"), "build_s": build_s, "cpu_s": cpu,
         "unet_calls_s": unet.calls, "threads": torch.get_num_threads(), "guidance": GUIDANCE,
         "unet_params_m": sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
@@ -161,7 +164,7 @@ def main(args: Any) -> None:
     print(f"\ngender swap, real-size SD 1.5 (UNet {r['unet_params_m']:.0f} M, VAE {r['vae_params_m']:.0f} M, text "
           f"{r['text_params_m']:.0f} M parameters, random weights, fp32, {r['threads']} torch threads, "
           f"{os.cpu_count()} CPUs), {args.size}², guidance {GUIDANCE:g}; {args.steps} denoising steps run on the "
-          f"30-step schedule; proj_18_s = total_s + (18 - steps) × step_s ({PROD_STEPS} steps × strength "
-          f"{PROD_STRENGTH:g}); each configuration in a fresh process, RSS = /proc VmHWM")
+          f"30-step schedule; proj_18_s = total_s + (UNet calls of 18 steps - calls run) × step_s ({PROD_STEPS} "
+          f"steps × strength {PROD_STRENGTH:g}); each configuration in a fresh process, RSS = /proc VmHWM")
     print(table(rows, COLUMNS))
     print(f"\nwrote {write('genderswap', {'columns': COLUMNS, 'rows': rows, 'size': args.size, 'steps': args.steps})}")
