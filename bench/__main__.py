@@ -37,6 +37,9 @@ def main() -> None:
     gs.add_argument("--size", type=int, default=512, help="working size (square)")
     gs.add_argument("--configs", default="", help="comma-separated subset of ours-inpaint, ours-img2img, reference")
     gs.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one configuration in a fresh process
+    ns = sub.add_parser("nsfw", help="content gate (NudeNet 320n): ms per check at 1 MP and 12 MP, load time, RSS")
+    ns.add_argument("--repeat", type=int, default=20, help="checks per picture (median and p95 reported)")
+    ns.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: the measurements in a fresh process
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
@@ -62,6 +65,10 @@ def main() -> None:
         from bench import genderswap
 
         genderswap.main(args)
+    elif args.name == "nsfw":
+        from bench import nsfw
+
+        nsfw.main(args)
 
 
 if __name__ == "__main__":
