@@ -1,0 +1,167 @@
+"""Load test: the repo's locustfile.py, headless, against a real server on the built-in backend.
+
+For each worker count (1, 2, … up to the cores) a fresh ``python -m app serve`` (testkit.server.Server, built-in
+models only: an empty weights directory) gets one unmeasured warm-up round of the three routes, then Locust runs
+in a subprocess (gevent stays out of this process) at 1, 2, 4 and 8 users for a fixed time each. Users send the
+next request as soon as the last answer arrives (closed loop), so requests/s is the server's capacity at that
+concurrency and latency grows with the queue. Then an overload run: one worker with a short inference queue
+(FACEAPI_MAX_QUEUE) and more users than it admits, to show that what it cannot take comes back at once as 503
+``busy`` with Retry-After, not as a timeout.
+
+Latencies are of the 200 answers of all three routes together (and per route at the median); ``busy_share`` is
+the 503 ``busy`` answers out of all answers and ``busy_p95`` their latency. Locust rounds times above 100 ms to
+two significant digits, so percentiles are that coarse. Locust itself runs on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+from bench.report import ROOT, table, write
+from testkit.server import Server
+
+ROUTES = ("/faceswap", "/analyze", "/enhance")
+BUSY = "[503 busy]"
+COLUMNS = ["workers", "queue", "users", "requests", "rps", "ok_rps", "p50", "p95", "p99", "swap_p50",
+           "analyze_p50", "enhance_p50", "busy_share", "busy_p95", "failures", "load1"]
+
+
+def hist_pct(hist: dict[str, int], q: float) -> float | None:
+    """The ``q``-th percentile of a Locust response-time histogram (``{"rounded ms": count}``)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    seen = 0
+    for ms in sorted(hist, key=float):
+        seen += hist[ms]
+        if seen >= q / 100 * total:
+            return float(ms)
+    return float(max(hist, key=float))
+
+
+def merged(entries: list[dict[str, Any]], names: set[str]) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for e in entries:
+        if e["name"] in names:
+            for ms, n in e["response_times"].items():
+                hist[ms] = hist.get(ms, 0) + n
+    return hist
+
+
+def run_locust(url: str, users: int, seconds: int, out: Path, wait: float = 0.0) -> dict[str, Any]:
+    """One headless Locust run of locustfile.py: its per-name stats (Locust's JSON) and requests/s. Locust's run
+    time starts when it spawns the users (all at once here) and stops them when it ends; requests still in flight
+    then are not counted, so requests/s = answers received / run time."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless", "--host", url,
+           "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--only-summary", "--loglevel", "WARNING",
+           "--json-file", str(out)]
+    env = {**os.environ, "LOAD_WAIT": str(wait)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 180, check=False)
+    path = Path(f"{out}.json")
+    if not path.exists():
+        raise RuntimeError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    entries = json.loads(path.read_text())
+    requests = sum(e["num_requests"] for e in entries)
+    return {"entries": entries, "requests": requests, "rps": requests / seconds,
+            "failures": sum(e["num_failures"] for e in entries)}
+
+
+def summarize(run: dict[str, Any], workers: int, queue: int, users: int, load1: float) -> dict[str, Any]:
+    entries = run["entries"]
+    ok = merged(entries, set(ROUTES))
+    busy = merged(entries, {f"{r} {BUSY}" for r in ROUTES})
+    n_ok, n_busy, n = sum(ok.values()), sum(busy.values()), run["requests"]
+    row: dict[str, Any] = {
+        "workers": workers, "queue": queue, "users": users, "requests": n, "rps": run["rps"],
+        "ok_rps": run["rps"] * n_ok / n if n else 0.0,
+        "p50": hist_pct(ok, 50), "p95": hist_pct(ok, 95), "p99": hist_pct(ok, 99),
+        "swap_p50": hist_pct(merged(entries, {"/faceswap"}), 50),
+        "analyze_p50": hist_pct(merged(entries, {"/analyze"}), 50),
+        "enhance_p50": hist_pct(merged(entries, {"/enhance"}), 50),
+        "busy_share": f"{100 * n_busy / n:.0f}%" if n else "-", "busy_p95": hist_pct(busy, 95),
+        "failures": run["failures"], "load1": load1,
+    }
+    row["per_name"] = {e["name"]: {"requests": e["num_requests"], "failures": e["num_failures"],
+                                   "p50": hist_pct(e["response_times"], 50), "p95": hist_pct(e["response_times"], 95),
+                                   "p99": hist_pct(e["response_times"], 99)} for e in entries}
+    return row
+
+
+def warm_up(url: str) -> None:
+    """One request to each route per worker's first use (not measured): the first call of a process pays for lazy
+    imports and allocator growth."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("insightface")
+    assert spec is not None and spec.origin is not None
+    images = Path(spec.origin).parent / "data" / "images"
+    t1 = ("t1.jpg", (images / "t1.jpg").read_bytes(), "image/jpeg")
+    hanks = ("hanks.png", (images / "Tom_Hanks_54745.png").read_bytes(), "image/png")
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for _ in range(2):  # a new connection each time is not guaranteed; twice makes both workers likely
+            c.post("/faceswap", files={"source_image": hanks, "target_image": t1}).raise_for_status()
+            c.post("/analyze", files={"image": t1}).raise_for_status()
+            c.post("/enhance", files={"image": t1}, data={"format": "jpeg"}).raise_for_status()
+
+
+def serve(tmp: Path, workers: int, extra: dict[str, str] | None = None) -> Server:
+    d = Path(tempfile.mkdtemp(prefix=f"w{workers}-", dir=tmp))
+    env = {"FACEAPI_WEIGHTS_DIR": str(d / "weights"), "FACEAPI_DATA_DIR": str(d / "data"),
+           "FACEAPI_TEMP_DIR": str(d / "data" / "tmp"), **(extra or {})}
+    return Server(env, workers=workers, log_path=d / "server.log").start()
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(args: argparse.Namespace) -> None:
+    cores = os.cpu_count() or 1
+    seconds = max(1, round(args.seconds))
+    settings = Settings()  # what the servers get too: they inherit this environment
+    worker_counts = [w for w in ints(args.workers) if w <= cores] or [1]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmpdir:
+        tmp = Path(tmpdir)
+        for workers in worker_counts:
+            server = serve(tmp, workers)
+            try:
+                warm_up(server.url)
+                for users in ints(args.users):
+                    load1 = os.getloadavg()[0]
+                    run = run_locust(server.url, users, seconds, tmp / f"w{workers}-u{users}")
+                    rows.append(summarize(run, workers, settings.max_queue, users, load1))
+                    print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
+            finally:
+                server.stop()
+        overload: list[dict[str, Any]] = []
+        if args.overload_users > 0:
+            queue = args.overload_queue
+            server = serve(tmp, 1, {"FACEAPI_MAX_QUEUE": str(queue)})
+            try:
+                warm_up(server.url)
+                load1 = os.getloadavg()[0]
+                run = run_locust(server.url, args.overload_users, seconds, tmp / "overload")
+                overload.append(summarize(run, 1, queue, args.overload_users, load1))
+            finally:
+                server.stop()
+    print(f"\n**load**: locustfile.py (swap 3 : analyze 2 : enhance 1, closed loop), built-in backend, "
+          f"{seconds} s per step, latencies in ms of the 200 answers\n")
+    print(table(rows + overload, COLUMNS))
+    path = write("load", {
+        "seconds_per_step": seconds, "users": ints(args.users), "workers": worker_counts,
+        "inference_threads": settings.inference_threads, "mix": {"/faceswap": 3, "/analyze": 2, "/enhance": 1},
+        "files": {"source": "insightface Tom_Hanks_54745.png", "target": "insightface t1.jpg (1280×886, 6 faces)"},
+        "rows": rows, "overload": overload,
+    })
+    print(f"\nwrote {path}")
