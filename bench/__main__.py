@@ -40,6 +40,12 @@ def main() -> None:
     ns = sub.add_parser("nsfw", help="content gate (NudeNet 320n): ms per check at 1 MP and 12 MP, load time, RSS")
     ns.add_argument("--repeat", type=int, default=20, help="checks per picture (median and p95 reported)")
     ns.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: the measurements in a fresh process
+    ld = sub.add_parser("load", help="locustfile.py headless at 1-8 users per worker count: requests/s, latency, 503s")
+    ld.add_argument("--seconds", type=int, default=15, help="run time of each step")
+    ld.add_argument("--users", default="1,2,4,8", help="comma-separated user counts, one step each")
+    ld.add_argument("--workers", default="1,2", help="comma-separated uvicorn worker counts (above the cores skipped)")
+    ld.add_argument("--overload-users", type=int, default=8, help="users of the overload run (0 skips it)")
+    ld.add_argument("--overload-queue", type=int, default=1, help="FACEAPI_MAX_QUEUE of the overload run's server")
     args = parser.parse_args()
     if args.name == "faceswap":
         from bench import faceswap
@@ -69,6 +75,10 @@ def main() -> None:
         from bench import nsfw
 
         nsfw.main(args)
+    elif args.name == "load":
+        from bench import load
+
+        load.main(args)
 
 
 if __name__ == "__main__":
