@@ -37,6 +37,9 @@ def main() -> None:
     gs.add_argument("--size", type=int, default=512, help="working size (square)")
     gs.add_argument("--configs", default="", help="comma-separated subset of ours-inpaint, ours-img2img, reference")
     gs.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one configuration in a fresh process
+    pv = sub.add_parser("provenance", help="cost per output of the AI provenance marks (XMP, MP4 tags) and C2PA")
+    pv.add_argument("--repeat", type=int, default=5, help="alternating off/on encodes per case (median reported)")
+    pv.add_argument("--seconds", type=float, default=5.0, help="length of the 720p MP4")
     ns = sub.add_parser("nsfw", help="content gate (NudeNet 320n): ms per check at 1 MP and 12 MP, load time, RSS")
     ns.add_argument("--repeat", type=int, default=20, help="checks per picture (median and p95 reported)")
     ns.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: the measurements in a fresh process
@@ -71,6 +74,10 @@ def main() -> None:
         from bench import genderswap
 
         genderswap.main(args)
+    elif args.name == "provenance":
+        from bench import provenance
+
+        provenance.main(args)
     elif args.name == "nsfw":
         from bench import nsfw
 
