@@ -221,6 +221,26 @@ def test_block_over_http(block_server: Server, t1_path: Path, hanks_path: Path) 
         assert "nsfw_content" in doc["content"]["application/json"]["examples"]
 
 
+def test_video_frames_are_sampled_over_http(block_server: Server, t1_bgr: np.ndarray, hanks_path: Path,
+                                           tmp_path: Path) -> None:
+    """/faceswap/video: frame 0 is checked, and frame 10 (2 s at 5 fps), while frames between are not."""
+    from testkit.clips import write_frames_clip
+
+    group = cv2.resize(t1_bgr, (320, 220), interpolation=cv2.INTER_AREA)  # FACE_MALE 0.63
+    blank = np.full_like(group, 120)
+    first = write_frames_clip(tmp_path / "first.mp4", [group] * 2, fps=5, audio=False)
+    later = write_frames_clip(tmp_path / "later.mp4", [blank] * 10 + [group], fps=5, audio=False)
+    between = write_frames_clip(tmp_path / "between.mp4", [blank] * 3 + [group] + [blank] * 6, fps=5,
+                                audio=False)
+    with block_server.client() as c:
+        for clip, status in ((first, 422), (later, 422), (between, 200)):
+            r = c.post("/faceswap/video", files={"source_image": _file(hanks_path), "target_video": _file(clip)},
+                       data={"audio": "drop"})
+            assert r.status_code == status, (clip.name, r.text[:300])
+            if status == 422:
+                assert r.json()["error"]["code"] == "nsfw_content" and r.json()["error"]["field"] == "target_video"
+
+
 def test_flag_over_http_and_lipsync_output(flag_server: Server, t1_path: Path, hanks_bgr: np.ndarray,
                                            tmp_path: Path) -> None:
     from testkit.clips import write_audio
