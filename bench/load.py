@@ -10,7 +10,9 @@ concurrency and latency grows with the queue. Then an overload run: one worker w
 
 Latencies are of the 200 answers of all three routes together (and per route at the median); ``busy_share`` is
 the 503 ``busy`` answers out of all answers and ``busy_p95`` their latency. Locust rounds times above 100 ms to
-two significant digits, so percentiles are that coarse. Locust itself runs on the same machine.
+two significant digits, so percentiles are that coarse. Locust itself runs on the same machine: ``server_cpu`` and
+``locust_cpu`` are the cores each used on average during the step (CPU seconds / run time), and ``load1`` the
+machine's load average when the step began, so a run on a busy machine shows as one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,7 @@ from testkit.server import Server
 ROUTES = ("/faceswap", "/analyze", "/enhance")
 BUSY = "[503 busy]"
 COLUMNS = ["workers", "queue", "users", "requests", "rps", "ok_rps", "p50", "p95", "p99", "swap_p50",
-           "analyze_p50", "enhance_p50", "busy_share", "busy_p95", "failures", "load1"]
+           "analyze_p50", "enhance_p50", "busy_share", "busy_p95", "failures", "server_cpu", "locust_cpu", "load1"]
 
 
 def hist_pct(hist: dict[str, int], q: float) -> float | None:
@@ -74,6 +77,39 @@ def run_locust(url: str, users: int, seconds: int, out: Path, wait: float = 0.0)
     requests = sum(e["num_requests"] for e in entries)
     return {"entries": entries, "requests": requests, "rps": requests / seconds,
             "failures": sum(e["num_failures"] for e in entries)}
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and all its descendants so far (/proc), e.g. a server's workers."""
+    procs: dict[int, tuple[int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            procs[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total = {root}, 0.0
+    for _ in range(4):  # depth: server → uvicorn workers → their helpers
+        tree |= {pid for pid, (ppid, _) in procs.items() if ppid in tree}
+    for pid in tree:
+        total += procs.get(pid, (0, 0.0))[1]
+    return total
+
+
+def step(server: Server, workers: int, queue: int, users: int, seconds: int, out: Path) -> dict[str, Any]:
+    """One measured Locust run, with the machine's load and the CPU the server and Locust used (in cores)."""
+    assert server.proc is not None
+    load1 = os.getloadavg()[0]
+    server_cpu, locust_cpu = tree_cpu_seconds(server.proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = run_locust(server.url, users, seconds, out)
+    server_cpu = tree_cpu_seconds(server.proc.pid) - server_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    row = summarize(run, workers, queue, users, load1)
+    row["server_cpu"] = server_cpu / seconds  # a little of the Locust start-up and shut-down falls in it too
+    row["locust_cpu"] = (after.ru_utime + after.ru_stime - locust_cpu.ru_utime - locust_cpu.ru_stime) / seconds
+    return row
 
 
 def summarize(run: dict[str, Any], workers: int, queue: int, users: int, load1: float) -> dict[str, Any]:
@@ -138,9 +174,7 @@ def main(args: argparse.Namespace) -> None:
             try:
                 warm_up(server.url)
                 for users in ints(args.users):
-                    load1 = os.getloadavg()[0]
-                    run = run_locust(server.url, users, seconds, tmp / f"w{workers}-u{users}")
-                    rows.append(summarize(run, workers, settings.max_queue, users, load1))
+                    rows.append(step(server, workers, settings.max_queue, users, seconds, tmp / f"w{workers}-u{users}"))
                     print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
             finally:
                 server.stop()
@@ -150,9 +184,7 @@ def main(args: argparse.Namespace) -> None:
             server = serve(tmp, 1, {"FACEAPI_MAX_QUEUE": str(queue)})
             try:
                 warm_up(server.url)
-                load1 = os.getloadavg()[0]
-                run = run_locust(server.url, args.overload_users, seconds, tmp / "overload")
-                overload.append(summarize(run, 1, queue, args.overload_users, load1))
+                overload.append(step(server, 1, queue, args.overload_users, seconds, tmp / "overload"))
             finally:
                 server.stop()
     print(f"\n**load**: locustfile.py (swap 3 : analyze 2 : enhance 1, closed loop), built-in backend, "
