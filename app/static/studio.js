@@ -220,7 +220,10 @@ function renderThumbs(spec, holder) {
     if (file.type.startsWith("image/")) media = el("img", { alt: "" });
     else if (file.type.startsWith("video/")) media = el("video", { muted: true, preload: "metadata" });
     else media = el("span", { class: "icon", text: file.type.startsWith("audio/") ? "♪" : "▣" });
-    if (media.tagName !== "SPAN") media.src = objectUrl(file);
+    if (media.tagName !== "SPAN") {
+      media.src = objectUrl(file);
+      media.addEventListener("error", () => media.replaceWith(el("span", { class: "icon", text: "?" })));
+    }
     holder.append(el("figure", { class: "thumb" }, media,
       el("figcaption", { text: `${file.name} · ${humanSize(file.size)}` })));
   }
@@ -259,7 +262,9 @@ function renderDrops() {
 
 function renderOptions() {
   const grid = $("#options");
+  const toggles = $("#toggles");
   grid.replaceChildren();
+  toggles.replaceChildren();
   for (const opt of state.job.options) {
     const id = `opt-${opt.name}`;
     let input;
@@ -279,7 +284,7 @@ function renderOptions() {
       ? el("label", { class: "opt check", "data-field": opt.name }, input, el("span", { text: opt.label }))
       : el("label", { class: "opt", "data-field": opt.name }, el("span", { text: opt.label }), input);
     if (opt.help) field.append(el("small", { text: opt.help }));
-    grid.append(field);
+    (opt.type === "checkbox" ? toggles : grid).append(field);
   }
   $("#options-box").hidden = state.job.options.length === 0;
 }
@@ -327,6 +332,7 @@ function pickJob(job) {
   renderOptions();
   renderAsyncBox();
   clearError();
+  $("#result").hidden = true;
 }
 
 async function checkServer() {
