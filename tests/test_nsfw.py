@@ -243,7 +243,7 @@ def test_video_frames_are_sampled_over_http(block_server: Server, t1_bgr: np.nda
 
 def test_flag_over_http_and_lipsync_output(flag_server: Server, t1_path: Path, hanks_bgr: np.ndarray,
                                            tmp_path: Path) -> None:
-    from testkit.clips import write_audio
+    from testkit.clips import write_audio, write_frames_clip
 
     with flag_server.client() as c:
         r = c.post("/analyze", files={"image": _file(t1_path)})
@@ -258,3 +258,7 @@ def test_flag_over_http_and_lipsync_output(flag_server: Server, t1_path: Path, h
         assert set(fields) == {"image", "result"}  # the input and the lip-synced output were both checked
         assert fields["result"].startswith("FACE_FEMALE:")
         assert r.content[4:8] == b"ftyp"
+        clip = write_frames_clip(tmp_path / "face.mp4", [portrait(hanks_bgr)] * 5, fps=10, audio=False)
+        r = c.post("/lipsync", files={"video": _file(clip), "audio": _file(audio)}, data={"backend": "builtin"})
+        assert r.status_code == 200, r.text
+        assert {part.split("=", 1)[0] for part in r.headers["x-nsfw"].split(", ")} == {"video", "result"}
