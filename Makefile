@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-serve.txt
 	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -63,7 +63,9 @@ def open_bucket(settings: Settings) -> tuple[Bucket | None, str | None]:
         return None, "the storage bucket is unavailable (FACEAPI_STORAGE_URL); the server log has the reason"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, hub_factory: Callable[..., ModelHub] = ModelHub) -> FastAPI:
+    """``hub_factory`` builds the worker's model hub (ModelHub's arguments); the Ray Serve deployment
+    (serve/) passes one whose face detector and swapper run in a batching deployment."""
     settings = settings or get_settings()
     setup_logging(settings.log_level)
     use_temp_dir(settings.temp_dir)  # multipart uploads roll over to disk here, never whole in memory
@@ -73,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = InferencePool(settings.inference_threads, settings.max_queue)
-        hub = ModelHub(
+        hub = hub_factory(
             settings.weights_dir,
             list(settings.enabled_jobs),
             provider_pref=settings.execution_provider,

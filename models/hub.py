@@ -10,6 +10,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -58,8 +59,10 @@ class ModelHub:
         det_thresh: float = 0.5,
         builtin_upsample: int = 0,
         builtin_min_score: float = 0.5,
+        kinds: Collection[str] | None = None,
     ) -> None:
         self.weights_dir = Path(weights_dir)
+        self.kinds = None if kinds is None else frozenset(kinds)  # only these registry kinds load (None: all)
         self.jobs = list(jobs)
         self.provider_pref = provider_pref
         self.det_size = det_size
@@ -88,6 +91,8 @@ class ModelHub:
         try:
             self.providers = resolve_providers(self.provider_pref)
             for family in families_for(self.jobs):
+                if self.kinds is not None and family.kind not in self.kinds:
+                    continue
                 if all((self.weights_dir / f).is_file() for f in family.files):
                     self._load_family(family)
         except Exception:  # noqa: BLE001 - reported through /models and /readyz, never a dead worker
