@@ -262,3 +262,10 @@ def test_flag_over_http_and_lipsync_output(flag_server: Server, t1_path: Path, h
         r = c.post("/lipsync", files={"video": _file(clip), "audio": _file(audio)}, data={"backend": "builtin"})
         assert r.status_code == 200, r.text
         assert {part.split("=", 1)[0] for part in r.headers["x-nsfw"].split(", ")} == {"video", "result"}
+        job = c.post("/lipsync", files={"image": _file(tmp_path / "portrait.png"), "audio": _file(audio)},
+                     data={"backend": "builtin"}, headers={"Prefer": "respond-async"})
+        assert job.status_code == 202, job.text
+        done = wait_for_job(c, job.headers["Location"])
+        assert done["state"] == "succeeded", done
+        flagged = done["result"]["headers"]["X-NSFW"]  # a job keeps what it flagged with its result
+        assert {part.split("=", 1)[0] for part in flagged.split(", ")} == {"image", "result"}

@@ -17,6 +17,7 @@ from app.errors import ApiError
 from app.jobs.procs import HOST
 from app.jobs.registry import JobCanceled, JobContext, JobKind, JobOutput
 from app.jobs.store import CANCELED, FAILED, SUCCEEDED, JobRecord
+from app.services import nsfw
 
 if TYPE_CHECKING:
     from app.jobs.service import JobService
@@ -131,7 +132,10 @@ class Runner:
             ctx = JobContext(hub=svc.hub, settings=svc.settings, options=kind.options.model_validate(rec.options),
                              inputs=svc.files.inputs(rec.id), workdir=workdir, progress=progress, check=check,
                              job_id=rec.id)
-            out = kind.run(ctx)
+            with nsfw.collecting() as flagged:  # FACEAPI_NSFW=flag: what its inputs and result showed
+                out = kind.run(ctx)
+            if flagged:
+                out.headers[nsfw.HEADER] = nsfw.header_value(flagged)
             check()
             self._succeed(rec, out, active)
         except JobCanceled as exc:

@@ -13,7 +13,8 @@ only when the gate is on; a gate that is on without its model refuses gated requ
 rather than let them through.
 
 In ``flag`` mode the findings of a request are gathered in a context variable that ``NsfwHeaderMiddleware`` turns
-into the header; a job has no response, so its findings are logged (``nsfw content flagged``) instead.
+into the header; the job runner gathers a job's the same way and keeps the header with its result. Work outside
+both (a direct service call) only logs them (``nsfw content flagged``).
 """
 
 from __future__ import annotations
