@@ -583,16 +583,25 @@ async function showMedia(job, blob, headers, seconds) {
 async function showAnalysis(body, seconds) {
   const spec = state.job.files[0];
   const file = (state.files.get(fileKey(spec)) || [])[0];
-  const bitmap = await createImageBitmap(file);
+  let bitmap = null;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch {
+    // A format the browser cannot draw (e.g. TIFF): the boxes go on a blank canvas of the server's size.
+  }
   const canvas = $("#overlay");
-  canvas.width = bitmap.width;
-  canvas.height = bitmap.height;
+  canvas.width = bitmap ? bitmap.width : body.width;
+  canvas.height = bitmap ? bitmap.height : body.height;
   const g = canvas.getContext("2d");
-  g.drawImage(bitmap, 0, 0);
+  if (bitmap) g.drawImage(bitmap, 0, 0);
+  else {
+    g.fillStyle = "#334155";
+    g.fillRect(0, 0, canvas.width, canvas.height);
+  }
   // The server may have applied EXIF orientation or scaled; map its coordinates onto the drawn picture.
-  const sx = bitmap.width / (body.width || bitmap.width);
-  const sy = bitmap.height / (body.height || bitmap.height);
-  const unit = Math.max(1.5, Math.min(bitmap.width, bitmap.height) / 300);
+  const sx = canvas.width / (body.width || canvas.width);
+  const sy = canvas.height / (body.height || canvas.height);
+  const unit = Math.max(1.5, Math.min(canvas.width, canvas.height) / 300);
   g.font = `${Math.round(unit * 7)}px system-ui, sans-serif`;
   g.textBaseline = "bottom";
   body.faces.forEach((face, i) => {
