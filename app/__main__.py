@@ -183,6 +183,36 @@ def _cmd_weights_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+def _cmd_audit_find(args: argparse.Namespace) -> int:
+    import json
+
+    from app.audit import find, log_files
+
+    digest = args.sha256.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        print("error: SHA256 is 64 hex digits (e.g. from `sha256sum FILE`)", file=sys.stderr)
+        return EXIT_USAGE
+    path = Path(args.log) if args.log else get_settings().audit_log_path()
+    if path is None:
+        print("error: the audit log is off (FACEAPI_AUDIT_LOG is empty); name one with --log", file=sys.stderr)
+        return EXIT_USAGE
+    files = log_files(path)
+    as_output = as_input = 0
+    for _f, entry, role in find(path, digest):
+        print(json.dumps(entry, separators=(",", ":")))
+        as_output += role == "output"
+        as_input += role == "input"
+    where = f"{path} and {len(files) - 1} rotated file(s)" if files else f"{path} (no such file)"
+    if as_output:
+        print(f"found: made by this server ({as_output} line(s) with it as an output; {where})", file=sys.stderr)
+        return EXIT_OK
+    if as_input:
+        print(f"not made by this server: it only appears as an input ({as_input} line(s); {where})", file=sys.stderr)
+    else:
+        print(f"not found in {where}", file=sys.stderr)
+    return EXIT_FAIL
+
+
     parser = argparse.ArgumentParser(prog="python -m app", description="Face studio server and weights tool.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -230,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     kn = ksub.add_parser("new", help="make a random key: the key on stderr, its keys-file line on stdout")
     kn.set_defaults(func=_cmd_keys_new)
     return parser
+
+    audit = sub.add_parser("audit", help="search the audit log (FACEAPI_AUDIT_LOG)")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    af = asub.add_parser("find", help="did this server make this file? Prints the lines naming SHA256 (rotated "
+                         "files included); exit 0 when it is an output, 1 when not (also when only an input)")
+    af.add_argument("sha256", metavar="SHA256", help="the file's SHA-256 in hex (`sha256sum FILE`)")
+    af.add_argument("--log", help="the audit log (default: FACEAPI_AUDIT_LOG, else FACEAPI_DATA_DIR/audit.log)")
+    af.set_defaults(func=_cmd_audit_find)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,6 +203,29 @@ class Settings(BaseSettings):
     )
 
     # content gate (app/services/nsfw.py: NudeNet's 320n detector from the nudenet wheel)
+    # memory (app/memory.py) and the audit log (app/audit.py)
+    malloc_trim_mb: int = Field(
+        64, ge=0, le=1_000_000,
+        description="After a request or job leaves a worker's RSS this many MB above where it last settled, "
+        "glibc's malloc_trim(0) returns the freed heap to the OS (off the event loop). 0 = never.",
+    )
+    malloc_arena_max: int = Field(
+        0, ge=0, le=1024,
+        description="Cap on glibc malloc arenas per worker (mallopt M_ARENA_MAX); 0 = glibc's default.",
+    )
+    audit_log: str | None = Field(
+        None, description="Audit log file (JSON lines); unset = FACEAPI_DATA_DIR/audit.log, empty = no audit log."
+    )
+    audit_log_max_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Size at which the audit log is rotated (<log>.1 … <log>.N)."
+    )
+    audit_log_backups: int = Field(10, ge=0, le=1000, description="Rotated audit log files kept (0 = none).")
+
+    def audit_log_path(self) -> Path | None:
+        if self.audit_log is None:
+            return Path(self.data_dir) / "audit.log"
+        return Path(self.audit_log) if self.audit_log.strip() else None
+
     nsfw: Literal["off", "flag", "block"] = Field(
         "off",
         description="Content gate on image and video inputs and on gender swap and lip sync outputs: off; flag = "

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import __version__, metrics
+from app import __version__, audit, memory, metrics
 from app.config import Settings, get_settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None, hub_factory: Callable[..., Mode
     settings = settings or get_settings()
     setup_logging(settings.log_level)
     use_temp_dir(settings.temp_dir)  # multipart uploads roll over to disk here, never whole in memory
+    memory.configure(settings.malloc_trim_mb, settings.malloc_arena_max)  # app/memory.py: heap back after big work
+    audit.configure(settings.audit_log_path(), settings.audit_log_max_bytes, settings.audit_log_backups)
     provenance.configure(settings.provenance == "on", settings.c2pa_cert, settings.c2pa_key, settings.c2pa_alg,
                          settings.c2pa_tsa_url)  # AI marks on every output (app/media/provenance.py)
 
@@ -104,6 +106,9 @@ def create_app(settings: Settings | None = None, hub_factory: Callable[..., Mode
     install_docs(app)
     install_error_handlers(app)
     # outermost last: request id → metrics → CORS (answers preflights, decorates 401/429) → API keys → body cap
+    # → audit line (reads the key id) → malloc_trim after large work
+    app.add_middleware(memory.TrimMiddleware)
+    app.add_middleware(audit.AuditMiddleware)
     app.add_middleware(nsfw.NsfwHeaderMiddleware)  # X-NSFW from what the request's work flagged (FACEAPI_NSFW=flag)
     app.add_middleware(BodyLimitMiddleware, max_body=body_caps(settings))
     app.add_middleware(AccessMiddleware, **access_middleware_options(settings))

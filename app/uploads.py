@@ -24,6 +24,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import audit
 from app.config import Settings
 from app.errors import ApiError, InvalidMediaError, TooLargeError
 
@@ -80,11 +81,14 @@ async def read_upload(file: UploadFile, field: str, max_bytes: int) -> bytes:
         raise TooLargeError(field, f"{field} is {file.size} bytes, over the limit of {max_bytes}")
     chunks: list[bytes] = []
     total = 0
+    digest = audit.Hasher(field)  # the audit log's sha256 of every input
     while chunk := await file.read(_CHUNK):
         total += len(chunk)
         if total > max_bytes:
             raise TooLargeError(field, f"{field} is over the limit of {max_bytes} bytes")
         chunks.append(chunk)
+        digest.update(chunk)
+    digest.done()
     return b"".join(chunks)
 
 
@@ -132,6 +136,7 @@ async def spool_upload(file: UploadFile, field: str, max_bytes: int, dest: Path)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     total = 0
+    digest = audit.Hasher(field)  # the audit log's sha256 of every input
     try:
         async with await anyio.open_file(dest, "wb") as out:
             while chunk := await file.read(_CHUNK):
@@ -139,8 +144,10 @@ async def spool_upload(file: UploadFile, field: str, max_bytes: int, dest: Path)
                 if total > max_bytes:
                     raise TooLargeError(field, f"{field} is over the limit of {max_bytes} bytes")
                 await out.write(chunk)
+                digest.update(chunk)
         if total == 0:
             raise InvalidMediaError(field, f"{field} is empty")
+        digest.done()
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(dest)

@@ -43,6 +43,12 @@ def main() -> None:
     ns = sub.add_parser("nsfw", help="content gate (NudeNet 320n): ms per check at 1 MP and 12 MP, load time, RSS")
     ns.add_argument("--repeat", type=int, default=20, help="checks per picture (median and p95 reported)")
     ns.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: the measurements in a fresh process
+    me = sub.add_parser("memory", help="worker RSS after ~36 MP requests (peak and settled) per malloc configuration")
+    me.add_argument("--mpix", type=float, default=36.0, help="megapixels of the large picture")
+    me.add_argument("--rounds", type=int, default=3, help="times the four large requests are sent")
+    me.add_argument("--configs", default="", help="comma-separated subset of baseline, arena2, mmap1m, trim, "
+                    "trim+arena2, jemalloc (default: all)")
+    me.add_argument("--jemalloc", default="", help="path of a libjemalloc.so for the jemalloc row (default: search)")
     ld = sub.add_parser("load", help="locustfile.py headless at 1-8 users per worker count: requests/s, latency, 503s")
     ld.add_argument("--seconds", type=int, default=15, help="run time of each step")
     ld.add_argument("--users", default="1,2,4,8", help="comma-separated user counts, one step each")
@@ -82,6 +88,10 @@ def main() -> None:
         from bench import nsfw
 
         nsfw.main(args)
+    elif args.name == "memory":
+        from bench import memory
+
+        memory.main(args)
     elif args.name == "load":
         from bench import load
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app import audit, memory
 from app.errors import ApiError
 from app.jobs.procs import HOST
 from app.jobs.registry import JobCanceled, JobContext, JobKind, JobOutput
@@ -127,6 +128,7 @@ class Runner:
             check()
 
         workdir = svc.files.workdir(rec.id)
+        inputs = self._hash_inputs(rec.id)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             ctx = JobContext(hub=svc.hub, settings=svc.settings, options=kind.options.model_validate(rec.options),
@@ -149,6 +151,39 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - reported on the job, never kills the runner
             log.exception("job crashed", extra=extra)
             self._end(rec.id, FAILED, error=("internal_error", f"{type(exc).__name__}: {exc}", None))
+        self._audit(rec, inputs)
+        memory.after_job()  # a large job's freed heap back to the OS (app/memory.py)
+
+    def _hash_inputs(self, job_id: str) -> list[dict[str, Any]]:
+        """The audit log's digests of a job's spooled inputs, taken before the job runs."""
+        if audit.audit_log() is None:
+            return []
+        out = []
+        for name, paths in self.service.files.inputs(job_id).items():
+            for p in paths:
+                try:
+                    out.append(audit.digest_entry(name, *audit.file_sha256(p)))
+                except OSError:
+                    continue
+        return out
+
+    def _audit(self, rec: JobRecord, inputs: list[dict[str, Any]]) -> None:
+        """One audit line for the job that just ended, with the sha256 of its result."""
+        log_ = audit.audit_log()
+        if log_ is None:
+            return
+        try:
+            final = self.service.store.get(rec.id, rec.owner)
+            outputs = []
+            if final is not None and final.state == SUCCEEDED and final.result_path:
+                digest, size = audit.file_sha256(self.service.files.job_dir(rec.id) / final.result_path)
+                outputs.append(audit.digest_entry("result", digest, size, final.result_media_type))
+            state = final.state if final is not None else "deleted"
+            backend = final.result_headers.get("X-Face-Backend") if final is not None else None
+            log_.write(audit.job_entry(rec.id, rec.kind, state, rec.owner, backend, inputs, outputs,
+                                       final.error_code if final is not None else None))
+        except Exception:  # noqa: BLE001 - the audit line must not kill the runner
+            log.exception("job audit line failed", extra={"job_id": rec.id})
 
     def _succeed(self, rec: JobRecord, out: JobOutput, active: Active) -> None:
         svc = self.service

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import anyio.to_thread
 
+from app import audit
 from app.errors import ApiError, TooLargeError
 from app.inference import InferencePool
 from app.services.common import Timings
@@ -53,6 +54,7 @@ async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_f
         raise _unavailable(exc) from None
     except UnsafePath as exc:  # e.g. a symlink inside the bucket pointing out of it
         raise ApiError(400, "unsafe_path", f"face_filename: {exc.reason}", "face_filename") from None
+    audit.add_input(face_filename, source)
     backend = ctx.backend
     try:
         sources: Sources = await pool.run(load_sources, ctx, backend, [source], Timings())
@@ -69,6 +71,7 @@ async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_f
         async with limiter:
             try:
                 data = await anyio.to_thread.run_sync(lambda: bucket.read(name, max_bytes, field_name))
+                audit.add_input(name, data)
                 target_ctx = replace(ctx, target_field=field_name)
                 # The request was admitted once (its source analysis); its targets wait for a slot, never "busy".
                 result = await pool.run(swap_target, target_ctx, sources, data, admit=False)
@@ -76,6 +79,7 @@ async def swap_url(pool: InferencePool, bucket: Bucket, ctx: SwapContext, face_f
                     lambda: bucket.write_result(name, result.content, ext, field_name)
                 )
                 results[i] = bucket.url_for(written)
+                audit.add_output(written, result.content, result.media_type)
             except StorageNotFound:
                 errors[i] = f"{field_name} {name!r} is not in the bucket"
             except StorageTooLarge as exc:
