@@ -202,7 +202,6 @@ class Settings(BaseSettings):
         "(413 above: e.g. a very tall image with method=img2img).",
     )
 
-    # content gate (app/services/nsfw.py: NudeNet's 320n detector from the nudenet wheel)
     # memory (app/memory.py) and the audit log (app/audit.py)
     malloc_trim_mb: int = Field(
         64, ge=0, le=1_000_000,
@@ -226,6 +225,7 @@ class Settings(BaseSettings):
             return Path(self.data_dir) / "audit.log"
         return Path(self.audit_log) if self.audit_log.strip() else None
 
+    # content gate (app/services/nsfw.py: NudeNet's 320n detector from the nudenet wheel)
     nsfw: Literal["off", "flag", "block"] = Field(
         "off",
         description="Content gate on image and video inputs and on gender swap and lip sync outputs: off; flag = "
