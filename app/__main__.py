@@ -31,7 +31,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # writes nothing outside its configured directories. Set before any worker imports onnxruntime (they inherit it).
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     # The guarded h11 protocol adds header/body read timeouts and the per-worker connection cap (app/connections.py).
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None,
+    # loop="asyncio": the same event loop whether or not uvloop is installed (ray[serve] brings it in).
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None, loop="asyncio",
                 http="app.connections:GuardedH11Protocol", timeout_keep_alive=s.keep_alive_timeout)
     return EXIT_OK
 
