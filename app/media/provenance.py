@@ -140,8 +140,8 @@ def xmp_packet(source: SourceType = "edited") -> bytes:
 
 
 def read_xmp_fields(xmp: bytes | str) -> dict[str, str]:
-    """``DigitalSourceType``, ``CreatorTool`` and ``softwareAgent`` of an XMP packet (ours or any other), as
-    found; empty when absent."""
+    """``DigitalSourceType``, ``CreatorTool`` and ``softwareAgent`` of an XMP packet, as found; empty when absent.
+    For reading outputs back (tests, tools): not meant for untrusted uploads."""
     import xml.etree.ElementTree as ET
 
     text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
