@@ -269,3 +269,28 @@ def test_flag_over_http_and_lipsync_output(flag_server: Server, t1_path: Path, h
         assert done["state"] == "succeeded", done
         flagged = done["result"]["headers"]["X-NSFW"]  # a job keeps what it flagged with its result
         assert {part.split("=", 1)[0] for part in flagged.split(", ")} == {"image", "result"}
+
+
+# ---- the gender swap output (in process, on a tiny random-weight SD 1.5 built like tests/test_genderswap.py's) ------
+
+
+def test_genderswap_output_is_checked(tmp_path_factory: pytest.TempPathFactory, t1_bgr: np.ndarray) -> None:
+    """Flag mode on FACE_FEMALE: the picture that comes back is checked as ``result`` beside the input ``image``
+    (t1's other faces are left as they were, so the result still shows them)."""
+    pytest.importorskip("diffusers")
+    from tests.test_genderswap import _client, _png, _settings, write_tiny_weights
+
+    root = tmp_path_factory.mktemp("nsfw_gs")
+    weights, _ = write_tiny_weights(root / "weights")
+    settings = _settings(root, weights, nsfw="flag", nsfw_classes=["FACE_FEMALE"], nsfw_threshold=0.5)
+    try:
+        for client in _client(settings):
+            small = cv2.resize(t1_bgr, (640, 443), interpolation=cv2.INTER_AREA)
+            one_step = {"steps": "2", "strength": "0.5", "width": "256", "target_gender": "female", "sampler": "euler"}
+            r = client.post("/genderswap", files={"image": ("in.png", _png(small))}, data=one_step)
+            assert r.status_code == 200, r.text
+            flagged = dict(part.split("=", 1) for part in r.headers["x-nsfw"].split(", "))
+            assert set(flagged) == {"image", "result"}
+            assert "nsfw;dur=" in r.headers["server-timing"]
+    finally:
+        nsfw.configure(Settings())  # the in-process app set this process's gate: back to off for other tests
