@@ -83,7 +83,12 @@ def configure(enabled: bool = True, c2pa_cert: str | Path | None = None, c2pa_ke
     if enabled and c2pa_cert and c2pa_key:
         if c2pa_alg not in C2PA_ALGS:
             raise ValueError(f"C2PA signing algorithm {c2pa_alg!r} is not one of {', '.join(C2PA_ALGS)}")
-        keys = C2paKeys(Path(c2pa_cert).read_bytes(), Path(c2pa_key).read_bytes(), c2pa_alg, c2pa_tsa_url or None)
+        try:
+            cert, key = Path(c2pa_cert).read_bytes(), Path(c2pa_key).read_bytes()
+        except OSError as exc:
+            why = f"cannot read {exc.filename}: {exc.strerror}"
+            raise ValueError(f"FACEAPI_C2PA_CERT / FACEAPI_C2PA_KEY: {why}") from None
+        keys = C2paKeys(cert, key, c2pa_alg, c2pa_tsa_url or None)
         _check_signer(keys)
     with _lock:
         _config = Config(enabled=enabled, c2pa=keys)
