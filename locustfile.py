@@ -36,8 +36,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from locust import HttpUser, TaskSet, constant, task
+import gevent
+from locust import HttpUser, TaskSet, constant, events, task
 from locust.clients import ResponseContextManager
+
+
+@events.init.add_listener
+def _fresh_clock(**_: object) -> None:
+    """gevent's loop clock is read once when the loop is made and only moves when the loop runs, so it is as old as
+    Locust's start-up (imports, this file: 1-3 s on a busy machine) when ``--run-time`` is armed from it, and the run
+    stopped that much early. Bring it up to date first."""
+    gevent.get_hub().loop.update_now()
 
 
 def _insightface_image(name: str) -> Path:

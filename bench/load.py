@@ -11,7 +11,8 @@ concurrency and latency grows with the queue. Then an overload run: one worker w
 Latencies are of the 200 answers of all three routes together (and per route at the median); ``busy_share`` is
 the 503 ``busy`` answers out of all answers and ``busy_p95`` their latency. Locust rounds times above 100 ms to
 two significant digits, so percentiles are that coarse. Locust itself runs on the same machine: ``server_cpu`` and
-``locust_cpu`` are the cores each used on average during the step (CPU seconds / run time), and ``load1`` the
+``locust_cpu`` are the cores each used on average during the step (CPU seconds / ``run_s``, the time from spawning
+the users to the last answer; Locust's includes its own start-up), and ``load1`` the
 machine's load average when the step began, so a run on a busy machine shows as one.
 """
 
@@ -20,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from testkit.server import Server
 
 ROUTES = ("/faceswap", "/analyze", "/enhance")
 BUSY = "[503 busy]"
-COLUMNS = ["workers", "queue", "users", "requests", "rps", "ok_rps", "p50", "p95", "p99", "swap_p50",
+COLUMNS = ["workers", "queue", "users", "run_s", "requests", "rps", "ok_rps", "p50", "p95", "p99", "swap_p50",
            "analyze_p50", "enhance_p50", "busy_share", "busy_p95", "failures", "server_cpu", "locust_cpu", "load1"]
 
 
@@ -62,20 +65,30 @@ def merged(entries: list[dict[str, Any]], names: set[str]) -> dict[str, int]:
 
 
 def run_locust(url: str, users: int, seconds: int, out: Path, wait: float = 0.0) -> dict[str, Any]:
-    """One headless Locust run of locustfile.py: its per-name stats (Locust's JSON) and requests/s. Locust's run
-    time starts when it spawns the users (all at once here) and stops them when it ends; requests still in flight
-    then are not counted, so requests/s = answers received / run time."""
+    """One headless Locust run of locustfile.py: its per-name stats (Locust's JSON) and requests/s.
+
+    Locust spawns every user at once, stops them after ``seconds`` and lets each finish the request it is in
+    (``--stop-timeout``), so the latencies include the slowest requests and the server is idle for the next run.
+    Requests/s = answers / (first spawn → last answer): for a closed loop that is about the steady rate, as each
+    user's partly finished last request pays for the extra time it adds."""
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless", "--host", url,
-           "-u", str(users), "-r", "100", "-t", f"{seconds}s", "--only-summary", "--loglevel", "WARNING",
-           "--json-file", str(out)]
+           "-u", str(users), "-r", "1000", "-t", f"{seconds}s", "--stop-timeout", "300", "--only-summary",
+           "--loglevel", "INFO", "--json-file", str(out)]
     env = {**os.environ, "LOAD_WAIT": str(wait)}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 180, check=False)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 600, check=False)
     path = Path(f"{out}.json")
     if not path.exists():
         raise RuntimeError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-3000:]}")
     entries = json.loads(path.read_text())
     requests = sum(e["num_requests"] for e in entries)
-    return {"entries": entries, "requests": requests, "rps": requests / seconds,
+    # "[2026-12-03 13:21:39,504] host/INFO/locust.runners: Ramping to 4 users ..." (local time, as time.time())
+    ramp = re.search(r"^\[([\d-]+ [\d:]+),(\d+)\][^\n]*Ramping to", done.stderr, re.M)
+    if ramp is None:
+        raise RuntimeError(f"no 'Ramping to' line in Locust's log:\n{done.stderr[-3000:]}")
+    start = time.mktime(time.strptime(ramp[1], "%Y-%m-%d %H:%M:%S")) + int(ramp[2]) / 1000
+    end = max((e["last_request_timestamp"] for e in entries if e["last_request_timestamp"]), default=start + seconds)
+    window = max(end - start, 1e-3)
+    return {"entries": entries, "requests": requests, "rps": requests / window, "window_s": window,
             "failures": sum(e["num_failures"] for e in entries)}
 
 
@@ -107,8 +120,8 @@ def step(server: Server, workers: int, queue: int, users: int, seconds: int, out
     server_cpu = tree_cpu_seconds(server.proc.pid) - server_cpu
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = summarize(run, workers, queue, users, load1)
-    row["server_cpu"] = server_cpu / seconds  # a little of the Locust start-up and shut-down falls in it too
-    row["locust_cpu"] = (after.ru_utime + after.ru_stime - locust_cpu.ru_utime - locust_cpu.ru_stime) / seconds
+    row["server_cpu"] = server_cpu / run["window_s"]
+    row["locust_cpu"] = (after.ru_utime + after.ru_stime - locust_cpu.ru_utime - locust_cpu.ru_stime) / run["window_s"]
     return row
 
 
@@ -125,7 +138,7 @@ def summarize(run: dict[str, Any], workers: int, queue: int, users: int, load1: 
         "analyze_p50": hist_pct(merged(entries, {"/analyze"}), 50),
         "enhance_p50": hist_pct(merged(entries, {"/enhance"}), 50),
         "busy_share": f"{100 * n_busy / n:.0f}%" if n else "-", "busy_p95": hist_pct(busy, 95),
-        "failures": run["failures"], "load1": load1,
+        "failures": run["failures"], "load1": load1, "run_s": run["window_s"],
     }
     row["per_name"] = {e["name"]: {"requests": e["num_requests"], "failures": e["num_failures"],
                                    "p50": hist_pct(e["response_times"], 50), "p95": hist_pct(e["response_times"], 95),

@@ -49,7 +49,7 @@ def _by_name(run: dict) -> dict[str, dict]:
 
 @pytest.mark.usefixtures("photos")
 def test_one_user_gets_a_real_answer_from_every_route(one_slot_server: Server, tmp_path: Path) -> None:
-    run = run_locust(one_slot_server.url, users=1, seconds=5, out=tmp_path / "one")
+    run = run_locust(one_slot_server.url, users=1, seconds=4, out=tmp_path / "one")
     stats = _by_name(run)
     assert run["failures"] == 0, stats
     assert set(stats) == set(ROUTES), stats  # one user never finds the slot taken: no 503 at all
