@@ -47,7 +47,7 @@ def main() -> None:
     me.add_argument("--mpix", type=float, default=36.0, help="megapixels of the large picture")
     me.add_argument("--rounds", type=int, default=3, help="times the four large requests are sent")
     me.add_argument("--configs", default="", help="comma-separated subset of baseline, arena2, mmap1m, trim, "
-                    "trim+arena2, jemalloc (default: all)")
+                    "trim+arena2, trim+mmap1m, jemalloc (default: all)")
     me.add_argument("--jemalloc", default="", help="path of a libjemalloc.so for the jemalloc row (default: search)")
     ld = sub.add_parser("load", help="locustfile.py headless at 1-8 users per worker count: requests/s, latency, 503s")
     ld.add_argument("--seconds", type=int, default=15, help="run time of each step")

@@ -9,7 +9,7 @@ last one, the settled RSS. Each allocator configuration runs in a fresh server:
 - ``arena2``: ``MALLOC_ARENA_MAX=2``;
 - ``mmap1m``: ``MALLOC_MMAP_THRESHOLD_=1048576`` (blocks over 1 MiB always mmapped, so returned on free);
 - ``trim``: the app's ``malloc_trim(0)`` after work that grew the RSS (``FACEAPI_MALLOC_TRIM_MB``, app/memory.py);
-- ``trim+arena2``: both;
+- ``trim+arena2``, ``trim+mmap1m``: both;
 - ``jemalloc``: ``LD_PRELOAD`` of a libjemalloc found on the machine (``--jemalloc PATH`` or the usual library dirs);
   skipped when there is none.
 """
@@ -57,6 +57,8 @@ def configs(jemalloc: str | None) -> dict[str, dict[str, str]]:
         "mmap1m": {**off, "MALLOC_MMAP_THRESHOLD_": "1048576"},
         "trim": {**off, "FACEAPI_MALLOC_TRIM_MB": "64"},
         "trim+arena2": {"FACEAPI_MALLOC_TRIM_MB": "64", "FACEAPI_MALLOC_ARENA_MAX": "2"},
+        "trim+mmap1m": {"FACEAPI_MALLOC_TRIM_MB": "64", "FACEAPI_MALLOC_ARENA_MAX": "0",
+                        "MALLOC_MMAP_THRESHOLD_": "1048576"},
     }
     if jemalloc:
         out["jemalloc"] = {**off, "LD_PRELOAD": jemalloc}

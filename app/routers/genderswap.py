@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 from pydantic import ValidationError
 
+from app import audit
 from app.deps import HubDep, PoolDep, SettingsDep
 from app.errors import ApiError, TooLargeError, error_responses, validation_error
 from app.jobs import ASYNC_RESPONSE, submit, wants_async
@@ -110,10 +111,12 @@ async def api_swap(hub: HubDep, pool: PoolDep, settings: SettingsDep,
         raise ApiError(422, "invalid_field", f"current_gender {form.current_gender!r}: expected female or male",
                        "current_gender")
     data = _decode_base64(form.encoded_base_img, settings.max_upload_bytes)
+    audit.add_input("encoded_base_img", data)  # the decoded picture, as a client would hash its file
     options = GenderSwapOptions(width=form.img_width, seed=form.seed, steps=form.num_inference_steps,
                                 guidance=form.guidance_scale, strength=form.strength, format="png")
     req = genderswap_request(settings, options, data, current_gender=_GENDERS.get(current), field="encoded_base_img")
     result = await pool.run(genderswap, hub, req)
+    audit.add_output("image", result.content, result.media_type)  # the picture inside the JSON
     body = ApiSwapResponse(mime=result.media_type, image=base64.b64encode(result.content).decode("ascii"))
     return Response(body.model_dump_json(), media_type="application/json",
                     headers=result.headers(options.method, options.sampler))
