@@ -12,8 +12,9 @@ Latencies are of the 200 answers of all three routes together (and per route at 
 the 503 ``busy`` answers out of all answers and ``busy_p95`` their latency. Locust rounds times above 100 ms to
 two significant digits, so percentiles are that coarse. Locust itself runs on the same machine: ``server_cpu`` and
 ``locust_cpu`` are the cores each used on average during the step (CPU seconds / ``run_s``, the time from spawning
-the users to the last answer; Locust's includes its own start-up), and ``load1`` the
-machine's load average when the step began, so a run on a busy machine shows as one.
+the users to the last answer; Locust's includes its own start-up), ``cpu_ms_per_req`` the server's CPU per answer
+(what the requests cost, whatever share of the cores the server got), and ``load1`` the machine's load average when
+the step began, so a run on a busy machine shows as one.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from testkit.server import Server
 ROUTES = ("/faceswap", "/analyze", "/enhance")
 BUSY = "[503 busy]"
 COLUMNS = ["workers", "queue", "users", "run_s", "requests", "rps", "ok_rps", "p50", "p95", "p99", "swap_p50",
-           "analyze_p50", "enhance_p50", "busy_share", "busy_p95", "failures", "server_cpu", "locust_cpu", "load1"]
+           "analyze_p50", "enhance_p50", "busy_share", "busy_p95", "failures", "server_cpu", "cpu_ms_per_req",
+           "locust_cpu", "load1"]
 
 
 def hist_pct(hist: dict[str, int], q: float) -> float | None:
@@ -121,6 +123,7 @@ def step(server: Server, workers: int, queue: int, users: int, seconds: int, out
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = summarize(run, workers, queue, users, load1)
     row["server_cpu"] = server_cpu / run["window_s"]
+    row["cpu_ms_per_req"] = 1000 * server_cpu / run["requests"] if run["requests"] else None
     row["locust_cpu"] = (after.ru_utime + after.ru_stime - locust_cpu.ru_utime - locust_cpu.ru_stime) / run["window_s"]
     return row
 
