@@ -272,6 +272,18 @@ def test_img2img_repaints_the_whole_picture(client: TestClient, t1_bgr: np.ndarr
     assert out.shape == t1_bgr.shape
     diff = np.abs(out.astype(int) - t1_bgr.astype(int)).max(axis=2)
     assert diff[~_around(face_box, diff.shape, 0.9)].mean() > 10  # the background too, as the reference does
+    # provenance: a whole repainted picture is made by the model; an inpainted face is an edit of the user's photo
+    assert _source_type(r.content).endswith("/trainedAlgorithmicMedia")
+    inpaint = _post(client, _png(t1_bgr), seed="9")
+    assert _source_type(inpaint.content).endswith("/compositeWithTrainedAlgorithmicMedia")
+
+
+def _source_type(data: bytes) -> str:
+    from app.media import provenance
+
+    im = _open(data)
+    packet = im.info.get("xmp") or im.info.get(provenance.PNG_XMP_KEY)
+    return provenance.read_xmp_fields(packet or b"").get("DigitalSourceType", "")
 
 
 def test_api_swap_keeps_the_reference_contract(client: TestClient, t1_bgr: np.ndarray) -> None:

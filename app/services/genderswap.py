@@ -356,7 +356,8 @@ def genderswap(hub: ModelHub, req: GenderSwapRequest, progress: Progress | None 
         with t.stage("nsfw"):
             nsfw.check_output(out)  # FACEAPI_NSFW: the result passes the content gate before it is returned
     with t.stage("encode"):
-        content, media_type = encode_image(out, opts.format or "png", req.quality, img.alpha)
+        content, media_type = encode_image(out, opts.format or "png", req.quality, img.alpha,
+                                           source="created" if opts.method == "img2img" else "edited")
     return GenderSwapResult(content, media_type, seed, genders, len(chosen), analysis, mask_kind, used, retried, t)
 
 
