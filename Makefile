@@ -28,6 +28,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/hadolint Dockerfile Dockerfile.cpu
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed-dev

@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     )
     temp_dir: Path = Field(
         Path("data/tmp"),
-        description="Where uploads spool to disk (multipart files past 1 MiB, job inputs); created if missing.",
+        description="Where uploads spool to disk (multipart files past 1 MiB, job inputs); created if missing. "
+        "Unset: FACEAPI_DATA_DIR/tmp.",
     )
 
     # storage (/swap_url)
@@ -293,6 +294,14 @@ class Settings(BaseSettings):
     def _metrics_key_given(self) -> Settings:
         if self.metrics_access == "metrics_key" and not self.metrics_key:
             raise ValueError("FACEAPI_METRICS_ACCESS=metrics_key needs FACEAPI_METRICS_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _temp_dir_under_data_dir(self) -> Settings:
+        """Unset FACEAPI_TEMP_DIR follows FACEAPI_DATA_DIR (``<data>/tmp``), so one writable data root (the Docker
+        images' ``/data`` volume) holds everything the server writes."""
+        if "temp_dir" not in self.model_fields_set:
+            self.temp_dir = Path(self.data_dir) / "tmp"
         return self
 
 
