@@ -48,7 +48,8 @@ COPY models ./models
 COPY Wav2Lip ./Wav2Lip
 COPY weights/manifest.toml ./weights/manifest.toml
 
-RUN useradd --system --user-group --uid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin studio \
+RUN groupadd --gid 10001 studio \
+ && useradd --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin studio \
  && mkdir -p /data /weights \
  && chown 10001:10001 /data /weights
 USER 10001:10001

@@ -485,3 +485,21 @@ def test_compose_file(images: dict[str, Image]) -> None:
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "deploy" not in services["face-studio-cpu"]
     assert len({s["ports"][0].split(":")[0] for s in services.values()}) == 2  # both can run side by side
+
+
+def test_compose_file_validates_with_compose(tmp_path: Path) -> None:
+    """Compose's own schema check (`config`), where a Compose is installed (the `docker compose` plugin, or Debian's
+    `docker-compose`), with the secret file in place as `up` needs it."""
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        command = [docker, "compose"]
+    elif shutil.which("docker-compose"):
+        command = [str(shutil.which("docker-compose"))]
+    else:
+        pytest.skip("no Docker Compose installed")
+    shutil.copy(REPO / "compose.yaml", tmp_path)
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "api-keys").write_text("sha256:" + sha256(b"key").hexdigest() + "\n")
+    r = subprocess.run([*command, "-f", "compose.yaml", "config", "-q"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
