@@ -393,6 +393,12 @@ def test_entry_command_serves_from_read_only_copy(images: dict[str, Image], tmp_
     target = cv2.resize(t1_bgr[220:520, 640:940], (260, 260))  # one face of the group photo
     (bucket / "in" / "shot.png").write_bytes(_png(target))
 
+    # the command imports the project from the copy (cwd), not from the checkout
+    where = subprocess.run(_python(["python", "-c", "import app, models, Wav2Lip; print(app.__file__, models.__file__, "
+                                    "Wav2Lip.__file__)"]), cwd=app_dir, env=env, capture_output=True, text=True,
+                           timeout=60, check=True)
+    assert all(Path(f).is_relative_to(app_dir) for f in where.stdout.split()), where.stdout
+
     _set_writable(app_dir, False)
     _set_writable(root / SECRETS.lstrip("/"), False)
     before = _snapshot(app_dir)
