@@ -210,8 +210,8 @@ class Settings(BaseSettings):
         "glibc's malloc_trim(0) returns the freed heap to the OS (off the event loop). 0 = never.",
     )
     malloc_arena_max: int = Field(
-        0, ge=0, le=1024,
-        description="Cap on glibc malloc arenas per worker (mallopt M_ARENA_MAX); 0 = glibc's default.",
+        2, ge=0, le=1024,
+        description="Cap on glibc malloc arenas per worker (mallopt M_ARENA_MAX); 0 = glibc's default (8 per core).",
     )
     audit_log: str | None = Field(
         None, description="Audit log file (JSON lines); unset = FACEAPI_DATA_DIR/audit.log, empty = no audit log."
