@@ -82,7 +82,7 @@ class FaceModels:
     detector one image per call, so a batch runs its calls one after another on the model: what the batch
     buys is one hand-off per group of requests and a replica that never runs two model calls at once."""
 
-    def __init__(self, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.005) -> None:
+    def __init__(self, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.0) -> None:
         from app.config import get_settings
         from app.observability import setup_logging
 
@@ -99,7 +99,7 @@ class FaceModels:
         with self._lock:
             self._sizes[kind][n] += 1
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def detect(self, calls: list[DetectCall]) -> list[list[Face]]:
         self._count("detect", len(calls))
         return await asyncio.to_thread(self._detect, calls)
@@ -107,7 +107,7 @@ class FaceModels:
     def _detect(self, calls: list[DetectCall]) -> list[list[Face]]:
         return [self.hub.analyser(c.backend).get(c.img, embeddings=c.embeddings, max_num=c.max_num) for c in calls]
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def swap(self, calls: list[SwapCall]) -> list[np.ndarray]:
         self._count("swap", len(calls))
         return await asyncio.to_thread(self._swap, calls)
@@ -195,8 +195,9 @@ class BuildArgs(BaseModel):
     batch: bool = Field(True, description="Run the face detector and swapper in the batching FaceModels "
                                           "deployment; false = each ingress replica runs its own.")
     max_batch_size: int = Field(8, ge=1, le=256, description="Most calls FaceModels groups into one batch.")
-    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0,
-                                        description="Longest a call waits for its batch to fill, seconds.")
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0,
+                                        description="Longest a call waits for its batch to fill, seconds (0: calls "
+                                                    "that queue while a batch runs form the next one).")
 
 
 def build(args: dict[str, Any]) -> Application:

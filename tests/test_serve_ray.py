@@ -1,6 +1,6 @@
-"""The app on a real local Ray cluster, deployed from serve/cpu.yaml by `serve run` (the README's command): a swap
-and /swap_url through Ray's HTTP proxy give the same image as the app in-process, and concurrent requests are
-grouped into batches by the FaceModels deployment."""
+"""The app on a real local Ray cluster, deployed from serve/cpu.yaml (with the FaceModels deployment switched on)
+by `serve run` (the README's command): a swap and /swap_url through Ray's HTTP proxy give the same image as the app
+in-process, and the model calls of concurrent requests are grouped into batches by FaceModels."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def ray_url(root: Path) -> Iterator[str]:
         config = yaml.safe_load((REPO / "serve" / "cpu.yaml").read_text())
         config["http_options"] = {"host": "127.0.0.1", "port": port}
         app = config["applications"][0]
-        app["args"]["batch_wait_timeout_s"] = BATCH_WAIT_S
+        app["args"].update(batch=True, batch_wait_timeout_s=BATCH_WAIT_S)  # the batched path (cpu.yaml: off)
+        app["deployments"].append({"name": "FaceModels", "num_replicas": 1, "ray_actor_options": {"num_cpus": 1}})
         app["runtime_env"]["env_vars"].update(_env(root))
         (root / "serve.yaml").write_text(yaml.safe_dump(config))
         deploy = subprocess.run(
