@@ -35,6 +35,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
         "FACEAPI_ENABLED_JOBS": "analyze,faceswap,enhance", "FACEAPI_API_KEYS": KEY,
         "FACEAPI_AUDIT_LOG": str(log), "FACEAPI_AUDIT_LOG_MAX_BYTES": "2048", "FACEAPI_AUDIT_LOG_BACKUPS": "100",
     }, workers=2, log_path=d / "server.log").start()
+    server.bucket = d / "bucket"  # type: ignore[attr-defined]
     yield server, log
     server.stop()
 
@@ -105,6 +106,27 @@ def test_swap_enhance_and_job_outputs_are_found(audited: tuple[Server, Path], t1
 
     unrelated = audit_find(log, hashlib.sha256(b"a file this server never saw").hexdigest())
     assert unrelated.returncode == 1 and not unrelated.stdout.strip() and "not found" in unrelated.stderr
+
+
+def test_swap_url_files_are_hashed(audited: tuple[Server, Path], t1_path: Path, hanks_path: Path) -> None:
+    server, log = audited
+    bucket: Path = server.bucket  # type: ignore[attr-defined]
+    (bucket / "in").mkdir(parents=True, exist_ok=True)
+    (bucket / "in" / "face.png").write_bytes(hanks_path.read_bytes())
+    (bucket / "in" / "group.jpg").write_bytes(t1_path.read_bytes())
+    with server.client(headers={"X-API-Key": KEY}) as c:
+        r = c.post("/swap_url", json={"face_filename": "in/face.png", "model_filenames": ["in/group.jpg"]})
+    assert r.status_code == 200, r.text
+    written = Path(r.json()["urls"][0].removeprefix("file://"))
+    found = wait_found(log, hashlib.sha256(written.read_bytes()).hexdigest())
+    assert found.returncode == 0, found.stderr
+    # (the same swap on /faceswap made the same bytes: that line is found too)
+    entry = next(e for e in map(json.loads, found.stdout.splitlines()) if e["endpoint"] == "/swap_url")
+    assert entry["key_id"] == KEY_ID and entry["status"] == 200
+    assert {i["name"]: i["sha256"] for i in entry["inputs"]} == {
+        "in/face.png": hashlib.sha256(hanks_path.read_bytes()).hexdigest(),
+        "in/group.jpg": hashlib.sha256(t1_path.read_bytes()).hexdigest()}
+    assert written.as_posix().endswith(next(o["name"] for o in entry["outputs"] if o["name"] != "response"))
 
 
 def test_lines_hold_digests_only_and_rotate(audited: tuple[Server, Path], t1_path: Path) -> None:
