@@ -61,7 +61,9 @@ def ray_url(root: Path) -> Iterator[str]:
     import ray
     from ray import serve
 
+    environ = dict(os.environ)  # ray.init sets variables of this process (PYTHONBREAKPOINT): put them back after
     temp = Path(f"/tmp/rt{os.getpid()}")  # Ray's socket paths must stay under 107 bytes: a short link
+    temp.unlink(missing_ok=True)
     temp.symlink_to(root, target_is_directory=True)
     try:
         try:
@@ -103,6 +105,8 @@ def ray_url(root: Path) -> Iterator[str]:
             finally:
                 ray.shutdown()
         temp.unlink()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 @pytest.fixture(scope="module")
