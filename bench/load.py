@@ -1,12 +1,13 @@
 """Load test: the repo's locustfile.py, headless, against a real server on the built-in backend.
 
-For each worker count (1, 2, … up to the cores) a fresh ``python -m app serve`` (testkit.server.Server, built-in
-models only: an empty weights directory) gets one unmeasured warm-up round of the three routes, then Locust runs
-in a subprocess (gevent stays out of this process) at 1, 2, 4 and 8 users for a fixed time each. Users send the
-next request as soon as the last answer arrives (closed loop), so requests/s is the server's capacity at that
-concurrency and latency grows with the queue. Then an overload run: one worker with a short inference queue
-(FACEAPI_MAX_QUEUE) and more users than it admits, to show that what it cannot take comes back at once as 503
-``busy`` with Retry-After, not as a timeout.
+For each worker count (1, 2, … up to the cores) a ``python -m app serve`` (testkit.server.Server, built-in models
+only: an empty weights directory) is started and warmed up (unmeasured requests to the three routes); then Locust
+runs in a subprocess (gevent stays out of this process) at 1, 2, 4 and 8 users for a fixed time each, the worker
+counts taking turns at each user count so that on a shared machine they meet about the same background load.
+Users send the next request as soon as the last answer arrives (closed loop), so requests/s is the server's
+capacity at that concurrency and latency grows with the queue. Then an overload run: one worker with a short
+inference queue (FACEAPI_MAX_QUEUE) and more users than it admits, to show that what it cannot take comes back at
+once as 503 ``busy`` with Retry-After, not as a timeout.
 
 Latencies are of the 200 answers of all three routes together (and per route at the median); ``busy_share`` is
 the 503 ``busy`` answers out of all answers and ``busy_p95`` their latency. Locust rounds times above 100 ms to
@@ -20,6 +21,7 @@ the step began, so a run on a busy machine shows as one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +152,9 @@ def summarize(run: dict[str, Any], workers: int, queue: int, users: int, load1: 
     return row
 
 
-def warm_up(url: str) -> None:
-    """One request to each route per worker's first use (not measured): the first call of a process pays for lazy
-    imports and allocator growth."""
+def warm_up(url: str, workers: int) -> None:
+    """Requests to each route before measuring (not counted): the first call of a process pays for lazy imports and
+    allocator growth."""
     import importlib.util
 
     spec = importlib.util.find_spec("insightface")
@@ -159,8 +162,8 @@ def warm_up(url: str) -> None:
     images = Path(spec.origin).parent / "data" / "images"
     t1 = ("t1.jpg", (images / "t1.jpg").read_bytes(), "image/jpeg")
     hanks = ("hanks.png", (images / "Tom_Hanks_54745.png").read_bytes(), "image/png")
-    with httpx.Client(base_url=url, timeout=120) as c:
-        for _ in range(2):  # a new connection each time is not guaranteed; twice makes both workers likely
+    for _ in range(2 * workers):  # a new connection each round, so that each worker is likely to get one
+        with httpx.Client(base_url=url, timeout=120) as c:
             c.post("/faceswap", files={"source_image": hanks, "target_image": t1}).raise_for_status()
             c.post("/analyze", files={"image": t1}).raise_for_status()
             c.post("/enhance", files={"image": t1}, data={"format": "jpeg"}).raise_for_status()
@@ -173,6 +176,14 @@ def serve(tmp: Path, workers: int, extra: dict[str, str] | None = None) -> Serve
     return Server(env, workers=workers, log_path=d / "server.log").start()
 
 
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -183,26 +194,26 @@ def main(args: argparse.Namespace) -> None:
     settings = Settings()  # what the servers get too: they inherit this environment
     worker_counts = [w for w in ints(args.workers) if w <= cores] or [1]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
+        # every worker count's server up at once (idle ones cost nothing), and the worker counts take turns at each
+        # user count: on a shared machine both then meet about the same background load
+        servers = {}
         for workers in worker_counts:
-            server = serve(tmp, workers)
-            try:
-                warm_up(server.url)
-                for users in ints(args.users):
-                    rows.append(step(server, workers, settings.max_queue, users, seconds, tmp / f"w{workers}-u{users}"))
-                    print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
-            finally:
-                server.stop()
+            servers[workers] = stack.enter_context(running(serve(tmp, workers)))
+            warm_up(servers[workers].url, workers)
+        for users in ints(args.users):
+            for workers, server in servers.items():
+                rows.append(step(server, workers, settings.max_queue, users, seconds, tmp / f"w{workers}-u{users}"))
+                print(table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
+        stack.close()
+        rows.sort(key=lambda r: (r["workers"], r["users"]))
         overload: list[dict[str, Any]] = []
         if args.overload_users > 0:
             queue = args.overload_queue
-            server = serve(tmp, 1, {"FACEAPI_MAX_QUEUE": str(queue)})
-            try:
-                warm_up(server.url)
+            with running(serve(tmp, 1, {"FACEAPI_MAX_QUEUE": str(queue)})) as server:
+                warm_up(server.url, 1)
                 overload.append(step(server, 1, queue, args.overload_users, seconds, tmp / "overload"))
-            finally:
-                server.stop()
     print(f"\n**load**: locustfile.py (swap 3 : analyze 2 : enhance 1, closed loop), built-in backend, "
           f"{seconds} s per step, latencies in ms of the 200 answers\n")
     print(table(rows + overload, COLUMNS))
