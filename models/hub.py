@@ -230,7 +230,9 @@ class ModelHub:
                             "command": None, "detail": "this job is not implemented in this version"}
                 continue
             backends = self.backends_for(job) if self.ready else []
-            missing = self.missing_files(job)
+            # a loaded neural model from another file of the job's family (e.g. lip sync's ONNX export beside the
+            # .pth it stands in for) makes the job whole: nothing is missing then
+            missing = [] if "neural" in backends else self.missing_files(job)
             out[job] = {
                 "ready": bool(backends),
                 "backends": backends,

@@ -313,6 +313,9 @@ def test_neural_backend_on_a_random_weight_export(wav2lip_weights: Path, hanks_b
     hub.load()
     assert hub.backends_for("lipsync") == ["neural", "builtin"]
     assert type(hub.loaded["lipsync"]["neural"]).__name__ == "OnnxLipSync"
+    # the ONNX export stands in for wav2lip_gan.pth: /readyz reports the job whole, with nothing to download
+    status = hub.job_status()["lipsync"]
+    assert status["ready"] and status["missing_files"] == [] and status["command"] is None
     face = hanks_face(hanks_bgr)
     frames = [face_frame(face, i, marker=False) for i in range(12)]
     video = write_video(tmp_path / "face.mp4", frames)
