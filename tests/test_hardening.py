@@ -314,6 +314,51 @@ def test_video_and_audio_probe_messages_leak_nothing(tmp_path) -> None:  # noqa:
                 assert str(tmp_path) not in exc.message and name not in exc.message
 
 
+
+def test_media_reasons_name_no_path(tmp_path) -> None:  # noqa: ANN001
+    """The audio muxer's 422 messages carry FFmpeg's reason, never its exception text (which names the file)."""
+    import av
+
+    from app.media.video import media_reason
+
+    path = tmp_path / "secret-upload-name.mp4"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(av.FFmpegError) as info:
+        av.open(str(path))
+    assert str(path) in str(info.value)  # what would have leaked
+    reason = media_reason(info.value)
+    assert reason and str(tmp_path) not in reason and "secret" not in reason and not LEAK.search(reason)
+    assert media_reason(ValueError(f"bad {path}")) == "the data is not valid"
+
+
+def test_a_crashed_job_says_where_to_look_not_what_crashed(tmp_path, t1_path, monkeypatch) -> None:  # noqa: ANN001
+    """An unexpected exception in a job is logged; the job's error names its id, not the exception's text."""
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.jobs import kinds
+    from app.main import create_app
+
+    def crash(ctx):  # noqa: ANN001, ANN202
+        raise RuntimeError(f"cannot open {ctx.workdir}/secret at 0x7fa7deadbeef")
+
+    monkeypatch.setitem(kinds.KINDS, "enhance", dataclasses.replace(kinds.KINDS["enhance"], run=crash))
+    settings = Settings(enabled_jobs=["analyze", "enhance"], data_dir=tmp_path / "data",
+                        temp_dir=tmp_path / "data" / "tmp", storage_url=str(tmp_path / "bucket"))
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/jobs/enhance", files={"image": ("t1.jpg", t1_path.read_bytes())})
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 30
+        while (job := client.get(r.headers["location"]).json())["state"] not in ("failed", "succeeded"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+    assert job["state"] == "failed" and job["error"]["code"] == "internal_error", job
+    message = job["error"]["message"]
+    assert job["id"] in message and "secret" not in message and "RuntimeError" not in message
+    assert not LEAK.search(message) and str(tmp_path) not in message
+
 # ---- 4. errors as documented ----------------------------------------------------------------------------------------
 
 

@@ -148,9 +148,11 @@ class Runner:
         except ApiError as exc:
             log.info("job failed", extra={**extra, "code": exc.code, "error": exc.message})
             self._end(rec.id, FAILED, error=(exc.code, exc.message, exc.field))
-        except Exception as exc:  # noqa: BLE001 - reported on the job, never kills the runner
+        except Exception:  # noqa: BLE001 - reported on the job, never kills the runner
             log.exception("job crashed", extra=extra)
-            self._end(rec.id, FAILED, error=("internal_error", f"{type(exc).__name__}: {exc}", None))
+            # the exception's text may hold paths or internals: it goes to the log, the job says where to look
+            self._end(rec.id, FAILED, error=("internal_error", f"internal error (job id {rec.id}; the server log "
+                                             f"has the details)", None))
         self._audit(rec, inputs)
         memory.after_job()  # a large job's freed heap back to the OS (app/memory.py)
 

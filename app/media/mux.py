@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from app.errors import InvalidMediaError
-from app.media.video import MEDIA_ERRORS
+from app.media.video import MEDIA_ERRORS, media_reason
 
 AudioMode = Literal["keep", "drop"]
 
@@ -61,7 +61,7 @@ class AudioCarry:
         try:
             self._input = av.open(str(source), "r")
         except MEDIA_ERRORS as exc:
-            self._fail(f"its audio could not be read: {exc}")
+            self._fail(f"its audio could not be read: {media_reason(exc)}")
         if not self._input.streams.audio:
             self._input.close()
             self._input = None
@@ -80,7 +80,7 @@ class AudioCarry:
                 self._packets = self._encoded(src)
         except MEDIA_ERRORS as exc:
             self.close()
-            self._fail(f"its {name} audio could neither be copied nor re-encoded: {exc}")
+            self._fail(f"its {name} audio could neither be copied nor re-encoded: {media_reason(exc)}")
 
     def _fail(self, why: str) -> None:
         raise InvalidMediaError(self.field, f"{self.field}: {why}; send audio=drop to accept a silent video")
@@ -172,7 +172,7 @@ class AudioCarry:
                 self._pending = None
         except MEDIA_ERRORS as exc:
             self._packets = None
-            self._fail(f"its audio broke off while being {self.outcome.value}: {exc}")
+            self._fail(f"its audio broke off while being {self.outcome.value}: {media_reason(exc)}")
 
     def finish(self) -> AudioOutcome:
         """Mux what is left, close the source; the outcome."""

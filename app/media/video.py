@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 MEDIA_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, EOFError, ValueError, IndexError)
 
 
+def media_reason(exc: BaseException) -> str:
+    """What went wrong with a media file, for a user: FFmpeg's own reason ("Invalid data found when processing
+    input"), never the exception's text, which names server paths."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    if isinstance(exc, EOFError):
+        return "the data ends early"
+    return "the data is not valid"
+
+
 @dataclass(frozen=True)
 class VideoLimits:
     """What a video may be before it is refused with 413."""
