@@ -183,7 +183,6 @@ def _cmd_weights_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
 def _cmd_audit_find(args: argparse.Namespace) -> int:
     import json
 
@@ -214,6 +213,7 @@ def _cmd_audit_find(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Face studio server and weights tool.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -260,7 +260,6 @@ def _cmd_audit_find(args: argparse.Namespace) -> int:
     kh.set_defaults(func=_cmd_keys_hash)
     kn = ksub.add_parser("new", help="make a random key: the key on stderr, its keys-file line on stdout")
     kn.set_defaults(func=_cmd_keys_new)
-    return parser
 
     audit = sub.add_parser("audit", help="search the audit log (FACEAPI_AUDIT_LOG)")
     asub = audit.add_subparsers(dest="audit_command", required=True)
@@ -269,6 +268,7 @@ def _cmd_audit_find(args: argparse.Namespace) -> int:
     af.add_argument("sha256", metavar="SHA256", help="the file's SHA-256 in hex (`sha256sum FILE`)")
     af.add_argument("--log", help="the audit log (default: FACEAPI_AUDIT_LOG, else FACEAPI_DATA_DIR/audit.log)")
     af.set_defaults(func=_cmd_audit_find)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
