@@ -7,8 +7,8 @@ pool, anyio's threads, the job runner…). Freed, those pages stay in the worker
 worker that started at 0.5 GB sat at 0.9–1.5 GB. ``bench/memory.py`` compares the remedies; kept here: glibc's
 ``malloc_trim(0)``, which hands every free page of every arena back, called off the event loop after a request or
 job that left the worker's RSS more than ``FACEAPI_MALLOC_TRIM_MB`` above where it last settled, and at most
-``FACEAPI_MALLOC_ARENA_MAX`` arenas (2; ``mallopt(M_ARENA_MAX)``). Together they left 51 MB of 330 MB behind after
-eight 36 MP requests (either alone: 143 and 122 MB).
+``FACEAPI_MALLOC_ARENA_MAX`` arenas (2; ``mallopt(M_ARENA_MAX)``). With both a worker kept +37 MB after twelve 36 MP
+requests instead of +285 MB (README, Benchmarks).
 
 Everything is a no-op where the C library is not glibc (musl, macOS): the calls are looked up once and guarded.
 """
