@@ -1,5 +1,6 @@
-"""A malformed-media corpus, generated here, sent to every image endpoint and to the video field of /faceswap/video
-of a live 2-worker server (built-in models). Never a 5xx other than 503; every 4xx is JSON naming the field.
+"""A malformed-media corpus, generated here, sent to every image endpoint, to the video fields of /faceswap/video
+and /lipsync, and to /lipsync's audio field, of a live 2-worker server (built-in models). Never a 5xx other than
+503; every 4xx is JSON naming the field.
 
 Run with ``-s`` to see the table (file → status per endpoint)."""
 
@@ -143,6 +144,7 @@ def video_corpus(tmp: Path) -> dict[str, bytes]:
     c["mp4-truncated-half.mp4"] = good[: len(good) // 2]
     c["mp4-truncated-tail.mp4"] = good[: len(good) - len(good) // 4]
     c["mp4-wrong-codec.mp4"] = good.replace(b"avc1", b"zzzz")
+    c["mp4-audio-wrong-codec.mp4"] = good.replace(b"mp4a", b"zzzz")
     c["mp4-10-hours.mp4"] = _patch_durations(good, 36_000)
     c["m4a-audio-only.m4a"] = write_audio(tmp / "a.m4a", "aac", container="mp4").read_bytes()
     c["wav-audio.wav"] = write_audio(tmp / "a.wav", "pcm").read_bytes()
@@ -160,6 +162,33 @@ def video_corpus(tmp: Path) -> dict[str, bytes]:
     c["mkv-truncated.mkv"] = write_clip(tmp / "g.mkv", container="matroska").read_bytes()[:700]
     c["png-as-video.png"] = _save(_img(), "PNG")
     c["html-as-video.mp4"] = b"<html>no video</html>"
+    return c
+
+
+def _wav_claiming(seconds: int, rate: int = 16000) -> bytes:
+    """A WAV header that declares ``seconds`` of 16-bit mono audio, followed by a tenth of a second of it."""
+    data = (np.sin(np.arange(rate // 10) * 0.2) * 8000).astype("<i2").tobytes()
+    size = min(seconds * rate * 2, 0xFFFFFFFF - 36)
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, rate, rate * 2, 2, 16)
+    return b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE" + fmt + b"data" + struct.pack("<I", size) + data
+
+
+def audio_corpus(tmp: Path) -> dict[str, bytes]:
+    from testkit.clips import write_audio, write_clip
+
+    wav = write_audio(tmp / "ok.wav", "pcm").read_bytes()
+    mp3 = write_audio(tmp / "ok.mp3", "mp3").read_bytes()
+    c: dict[str, bytes] = {}
+    c["zero.wav"] = b""
+    c["one-byte.wav"] = b"R"
+    c["wav-header-only.wav"] = wav[:44]
+    c["wav-bad-format.wav"] = wav[:20] + struct.pack("<H", 0x7777) + wav[22:]
+    c["wav-10-hours.wav"] = _wav_claiming(36_000)
+    c["mp3-truncated.mp3"] = mp3[: len(mp3) // 3]
+    c["mp3-garbage.mp3"] = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(RNG.integers(0, 256, 2000, dtype=np.uint8))
+    c["video-only.mp4"] = write_clip(tmp / "silent.mp4", size=(96, 64), seconds=1.0).read_bytes()
+    c["png-as-audio.png"] = _save(_img(), "PNG")
+    c["text-as-audio.wav"] = b"this is not audio at all\n" * 20
     return c
 
 
@@ -222,6 +251,37 @@ def test_video_corpus(builtin_server, hanks_bytes: bytes, tmp_path: Path) -> Non
     assert by_name["m4a-audio-only.m4a"].startswith("415")
     assert by_name["mp4-truncated-half.mp4"].startswith("422")
     assert by_name["mp4-wrong-codec.mp4"] == "415 unsupported_media_type"
+
+
+def test_lipsync_corpus(builtin_server, hanks_bytes: bytes, tmp_path: Path) -> None:  # noqa: ANN001
+    """/lipsync: the video corpus in its ``video`` field (with good audio) and the audio corpus in its ``audio``
+    field (with a still portrait)."""
+    from testkit.clips import write_audio
+
+    good_audio = write_audio(tmp_path / "speech.wav", "pcm", seconds=0.5).read_bytes()
+    rows = []
+    with builtin_server.client() as c:
+        for name, data in video_corpus(tmp_path).items():
+            files = [("video", (name, data, "application/octet-stream")),
+                     ("audio", ("speech.wav", good_audio, "audio/wav"))]
+            rows.append(["video", name, str(len(data)), _check(c.post("/lipsync", files=files), "video")])
+        for name, data in audio_corpus(tmp_path).items():
+            files = [("image", ("hanks.png", hanks_bytes, "image/png")),
+                     ("audio", (name, data, "application/octet-stream"))]
+            rows.append(["audio", name, str(len(data)), _check(c.post("/lipsync", data={"fps": "10"}, files=files),
+                                                               "audio")])
+    _print_table(["field", "file", "bytes", "/lipsync"], rows)
+    by_name = {(r[0], r[1]): r[3] for r in rows}
+    assert by_name[("video", "mp4-10-hours.mp4")] == "413 too_large"
+    assert by_name[("video", "mp4-wrong-codec.mp4")].startswith("415")
+    assert by_name[("video", "mp4-truncated-half.mp4")].startswith("422")
+    audio = {name: status for (field, name), status in by_name.items() if field == "audio"}
+    for name in ("one-byte.wav", "png-as-audio.png", "text-as-audio.wav", "wav-bad-format.wav"):
+        assert audio[name] == "415 unsupported_media_type", (name, audio[name])
+    for name in ("zero.wav", "wav-header-only.wav", "mp3-garbage.mp3", "video-only.mp4"):
+        assert audio[name] == "422 invalid_media", (name, audio[name])
+    # a header that claims 10 hours over 0.1 s of samples, and an MP3 cut short: what is there is lip-synced
+    assert audio["wav-10-hours.wav"] == audio["mp3-truncated.mp3"] == "200"
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -54,6 +54,9 @@ def probe_audio(path: str | Path, field: str = "audio", max_seconds: float | Non
             if not container.streams.audio:
                 raise InvalidMediaError(field, f"{field} has no audio stream")
             a = container.streams.audio[0]
+            if a.codec_context is None:  # a codec FFmpeg does not know (e.g. an unknown WAV format tag)
+                raise UnsupportedMediaError(field, f"{field} uses an audio codec that cannot be decoded; "
+                                                   "send PCM WAV, MP3, AAC, Opus or FLAC")
             duration = _stream_duration(container, a)
             if not duration:
                 duration = sum(f.samples for f in container.decode(a)) / float(a.codec_context.sample_rate or 1)

@@ -157,9 +157,10 @@ def _audio_fields(container: av.container.InputContainer) -> dict[str, object]:
         dur = container.duration / av.time_base
     return {
         "has_audio": True,
-        "audio_codec": a.codec_context.codec.canonical_name,
-        "audio_sample_rate": int(a.codec_context.sample_rate or 0) or None,
-        "audio_channels": int(a.codec_context.channels or 0) or None,
+        # no codec context: a codec FFmpeg does not know; the muxer then refuses the audio by name (never drops it)
+        "audio_codec": a.codec_context.codec.canonical_name if a.codec_context is not None else None,
+        "audio_sample_rate": int(a.codec_context.sample_rate or 0) or None if a.codec_context is not None else None,
+        "audio_channels": int(a.codec_context.channels or 0) or None if a.codec_context is not None else None,
         "audio_duration": dur,
     }
 
