@@ -334,3 +334,38 @@ def test_neural_backend_on_a_random_weight_export(wav2lip_weights: Path, hanks_b
     d_mouth = np.abs(out[0][mouth].astype(np.float32) - frames[0][mouth]).mean()
     d_background = np.abs(out[0][:, :40].astype(np.float32) - frames[0][:, :40]).mean()  # two H.264 round trips
     assert d_mouth > 10 and d_eyes < d_background + 2 and d_background < 8, (d_mouth, d_eyes, d_background)
+
+
+def test_enhance_restores_the_mouth_region_only(hanks_bgr: np.ndarray, tmp_path: Path) -> None:
+    """enhance=true runs the loaded restorer (here the GFPGAN stand-in: a blur and brightening) on the face and keeps
+    it only inside the feathered lower-face mask: the mouth changes against enhance=false, the eyes do not."""
+    from app.config import Settings
+    from app.schemas import LipsyncOptions
+    from app.services.lipsync import lipsync
+    from models.hub import ModelHub
+    from testkit.standins_enhance import FILENAMES, make_gfpgan
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    make_gfpgan(weights / FILENAMES["gfpgan"])
+    hub = ModelHub(weights, ["analyze", "lipsync"])
+    hub.load()
+    assert "gfpgan" in hub.restorers
+    face = hanks_face(hanks_bgr)
+    frames = [face_frame(face, i, marker=False) for i in range(10)]
+    video = write_video(tmp_path / "face.mp4", frames)
+    audio = write_wav(tmp_path / "a.wav", bursts(0.4))
+    outs = {}
+    for enhance in (False, True):
+        result = lipsync(hub, LipsyncOptions(backend="builtin", enhance=enhance), Settings(weights_dir=weights),
+                         audio, tmp_path / f"out-{enhance}.mp4", video_path=video)
+        assert result.headers().get("X-Face-Enhancer") == ("gfpgan" if enhance else None)
+        outs[enhance] = read_output(result.path)[0]
+    lm = hub.analysers["builtin"].get(frames[0])[0].landmarks
+    eyes = slice(int(lm[19, 1]) - 4, int(lm[38, 1])), slice(int(lm[36, 0]), int(lm[45, 0]))
+    mouth = slice(int(lm[51, 1]), int(lm[57, 1])), slice(int(lm[48, 0]), int(lm[54, 0]))
+    plain, restored = outs[False][0].astype(np.float32), outs[True][0].astype(np.float32)
+    d_mouth = np.abs(restored[mouth] - plain[mouth]).mean()
+    d_eyes = np.abs(restored[eyes] - plain[eyes]).mean()
+    print(f"enhance: mouth {d_mouth:.1f}, eyes {d_eyes:.2f}")
+    assert d_mouth > 3.0 and d_eyes < 1.0, (d_mouth, d_eyes)
