@@ -300,6 +300,36 @@ def test_writer_output_has_index_first(clips: Path) -> None:
     assert probe_video(dst, "video").fps == NTSC
 
 
+
+def test_writer_keeps_colours_over_generations(clips: Path) -> None:
+    """Colours survive an encode → decode within a level and grey stays grey (no tint) over five generations (BT.709,
+    tagged). The plain swscale bgr24 → yuv420p path wrote Cb = Cr = 127 for grey: (110, 110, 110) came back as
+    (106, 109, 107), and the green-magenta shift grew with every generation."""
+    patches = [(110, 110, 110), (40, 120, 200), (200, 60, 30), (16, 16, 16), (235, 235, 235), (128, 128, 128)]
+    frame = np.zeros((64, len(patches) * 32, 3), np.uint8)
+    for i, colour in enumerate(patches):
+        frame[:, i * 32:(i + 1) * 32] = colour
+
+    def means(img: np.ndarray) -> np.ndarray:
+        return np.array([img[16:48, i * 32 + 8:(i + 1) * 32 - 8].reshape(-1, 3).mean(axis=0)
+                         for i in range(len(patches))])
+
+    generations = []
+    for gen in range(5):
+        dst = clips / f"gen{gen}.mp4"
+        with VideoWriter(dst, 25) as w:
+            for _ in range(3):
+                w.write(frame)
+        with av.open(str(dst)) as c:
+            cc = c.streams.video[0].codec_context
+            assert (cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range) == (1, 1, 1, 1)
+        frame = next(iter(iter_frames(dst)))[0]
+        generations.append(means(frame))
+    assert np.abs(generations[0] - np.array(patches)).max() <= 1.5, generations[0]
+    greys = generations[-1][[0, 3, 4, 5]]
+    assert np.abs(greys - greys.mean(axis=1, keepdims=True)).max() <= 0.5, greys  # B = G = R: no tint
+    assert np.abs(greys.mean(axis=1) - [110, 16, 235, 128]).max() <= 2, greys
+
 # --- bad media ------------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""H.264 MP4 writer on PyAV: libx264, yuv420p, ``+faststart``, exact source timing, audio carried along, and the
-AI provenance marks (app/media/provenance.py)."""
+"""H.264 MP4 writer on PyAV: libx264, yuv420p (BT.709, limited range, tagged), ``+faststart``, exact source timing,
+audio carried along, and the AI provenance marks (app/media/provenance.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 import av
+import cv2
 import numpy as np
 
 from app.media import provenance
@@ -34,6 +35,30 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     """The stored size of a ``width``×``height`` frame: yuv420p needs even sides, so an odd side grows by one
     pixel. The added column/row repeats the last one (edge padding): no source pixel is lost or resampled."""
     return width + (width & 1), height + (height & 1)
+
+
+# BGR → Y'CbCr, ITU-R BT.709, limited range (Y 16–235, Cb/Cr 16–240), one row per plane: [B, G, R, offset].
+_BT709_Y = np.array([[0.0620, 0.6142, 0.1826, 16.0]], np.float32)
+_BT709_CBCR = np.array([[0.4392, -0.3386, -0.1006, 128.0], [-0.0403, -0.3989, 0.4392, 128.0]], np.float32)
+# The tags written into the stream, so players (and our own decoder) read the planes with the same matrix:
+# AVCOL_SPC / AVCOL_PRI / AVCOL_TRC_BT709 = 1, AVCOL_RANGE_MPEG = 1.
+BT709, LIMITED_RANGE = 1, 1
+
+
+def bgr_to_yuv420p(bgr: np.ndarray) -> av.VideoFrame:
+    """An even-sized BGR frame as a BT.709 limited-range yuv420p frame; chroma is the 2×2 area mean.
+
+    Not swscale's bgr24 → yuv420p: without ACCURATE_RND it writes Cb = Cr = 127 for grey, a green-magenta shift of up
+    to 4 levels per encode that builds up over generations, and with it the conversion costs 9 ms per 720p frame
+    here against about 1.3 ms for this one (``python -m bench media``)."""
+    h, w = bgr.shape[:2]
+    y = cv2.transform(bgr, _BT709_Y)
+    cbcr = cv2.transform(cv2.resize(bgr, (w // 2, h // 2), interpolation=cv2.INTER_AREA), _BT709_CBCR)
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, (y, cbcr[..., 0], cbcr[..., 1]), strict=True):
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width] = data
+    frame.colorspace, frame.color_range = BT709, LIMITED_RANGE
+    return frame
 
 
 def _pad_even(bgr: np.ndarray) -> np.ndarray:
@@ -88,6 +113,9 @@ class VideoWriter:
             stream.time_base = self.time_base
             stream.codec_context.time_base = self.time_base
             stream.codec_context.framerate = self.fps
+            cc = stream.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = BT709  # what bgr_to_yuv420p writes
+            cc.color_range = LIMITED_RANGE
             stream.options = {"crf": str(self.crf), "preset": self.preset}
             stream.thread_type = "AUTO"
             source, mode, start, end, field = self._audio_args
@@ -118,7 +146,7 @@ class VideoWriter:
         if self._last_pts is not None:
             self._last_step = ticks - self._last_pts
         self._last_pts = ticks
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pad_even(bgr)), format="bgr24")
+        frame = bgr_to_yuv420p(np.ascontiguousarray(_pad_even(bgr)))
         frame.pts, frame.time_base = ticks, self.time_base
         for packet in self._stream.encode(frame):
             self._out.mux(packet)
