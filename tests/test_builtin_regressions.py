@@ -180,3 +180,28 @@ def test_skin_extent_stops_at_the_fringe(analyser: DlibAnalyser, astronaut: np.n
     assert ext.shape == (10,) and float(np.median(ext)) < 0.14
     for face in analyser.get(t1):
         assert float(np.median(skin_extent(t1, face.landmarks, 0.2))) > 0.17
+
+
+def test_small_grey_source_does_not_burn_the_brows(analyser: DlibAnalyser, astronaut: np.ndarray) -> None:
+    """A small grey source (the astronaut's face, 96 px, black and white) onto a larger grey portrait. Where the
+    source is locally darker than the target (her fringe's shadow, small blurred brows) the lighting match's
+    unbounded gain burnt a white band across the brows: 15.6 % of the band above them at ≥ 240 (the target has
+    none). With the brightness gain bounded (hue still free): 0.7 %."""
+    small = cv2.resize(astronaut[30:250, 120:340], (96, 96), interpolation=cv2.INTER_AREA)
+    src_img = cv2.cvtColor(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    target_img = cv2.resize(cv2.imread(str(IMAGES / "Tom_Hanks_54745.png")), (336, 336),
+                            interpolation=cv2.INTER_CUBIC)
+    src = analyser.get(src_img)[0]
+    target = max(analyser.get(target_img), key=lambda f: f.area)
+    out = ClassicalSwapper().get(target_img, target, src, src_img)
+    lm = target.landmarks
+    eyes_to_chin = lm[8, 1] - lm[36:48, 1].mean()
+    band = (slice(int(lm[17:27, 1].min() - 0.2 * eyes_to_chin), int(lm[36:48, 1].min())),
+            slice(int(lm[17:27, 0].min()), int(lm[17:27, 0].max())))
+    burnt = (cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)[band] >= 240).mean()
+    assert (cv2.cvtColor(target_img, cv2.COLOR_BGR2GRAY)[band] >= 240).mean() == 0
+    assert burnt < 0.03, f"{burnt:.1%} of the band above the brows burnt white"
+    # the face is swapped all the same: the eyes are the source's
+    eyes = np.zeros(out.shape[:2], np.uint8)
+    cv2.fillConvexPoly(eyes, cv2.convexHull(np.round(lm[36:48]).astype(np.int32)), 255)
+    assert np.abs(out.astype(np.int16) - target_img.astype(np.int16))[eyes > 0].mean() > 10

@@ -44,6 +44,7 @@ _SUBPIX_SHIFT = 4  # fixed-point bits for rasterising triangles
 _POISSON_MAX_SIDE = 480  # the seamless clone runs at most at this resolution; its correction is smooth
 _MIN_FOREHEAD = 0.06  # the swapped region always reaches this far above the brows (covers the brows themselves)
 _TOP_FEATHER = 0.025  # soft edge at the hairline, fraction of the eyes-to-chin distance
+_RELIGHT_LIGHT = (0.67, 1.5)  # bounds of the lighting match's brightness gain (see _match_colour)
 
 
 def _landmarks(face: Face, which: str) -> np.ndarray:
@@ -248,7 +249,13 @@ def _match_colour(
         gain = (_masked_blur(dst.astype(np.float32), region, relight_sigma) + eps) / (
             _masked_blur(bgr, region, relight_sigma) + eps
         )
-        bgr = bgr * np.clip(gain, 0.25, 4.0)
+        # Brightness and hue are bounded apart: the hue may move far (a grey source takes the target's skin
+        # colour), the brightness only within _RELIGHT_LIGHT. Where the source is locally much darker than the
+        # target (its fringe's shadow above the brows, a small blurred eye) an unbounded gain burns the skin
+        # white there, the band and glowing brows a small grey source left.
+        light = gain.mean(axis=2, keepdims=True)
+        hue = np.clip(gain / light, 0.25, 4.0)
+        bgr = bgr * (np.clip(light, *_RELIGHT_LIGHT) * hue)
     return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
 
 
