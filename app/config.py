@@ -210,8 +210,9 @@ class Settings(BaseSettings):
         "glibc's malloc_trim(0) returns the freed heap to the OS (off the event loop). 0 = never.",
     )
     malloc_arena_max: int = Field(
-        2, ge=0, le=1024,
-        description="Cap on glibc malloc arenas per worker (mallopt M_ARENA_MAX); 0 = glibc's default (8 per core).",
+        0, ge=0, le=1024,
+        description="Cap on glibc malloc arenas per worker (mallopt M_ARENA_MAX); 0 = glibc's default (8 per core). "
+        "2 lowers image peaks but fragments the multi-threaded video and lip-sync pipelines.",
     )
     audit_log: str | None = Field(
         None, description="Audit log file (JSON lines); unset = FACEAPI_DATA_DIR/audit.log, empty = no audit log."

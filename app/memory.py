@@ -6,9 +6,10 @@ as big blocks are freed — is carved from malloc's heaps and arenas (one per th
 pool, anyio's threads, the job runner…). Freed, those pages stay in the worker's RSS: after a few large images a
 worker that started at 0.5 GB sat at 0.9–1.5 GB. ``bench/memory.py`` compares the remedies; kept here: glibc's
 ``malloc_trim(0)``, which hands every free page of every arena back, called off the event loop after a request or
-job that left the worker's RSS more than ``FACEAPI_MALLOC_TRIM_MB`` above where it last settled, and at most
-``FACEAPI_MALLOC_ARENA_MAX`` arenas (2; ``mallopt(M_ARENA_MAX)``). With both a worker kept +37 MB after twelve 36 MP
-requests instead of +285 MB (README, Benchmarks).
+job that left the worker's RSS more than ``FACEAPI_MALLOC_TRIM_MB`` above where it last settled, and optionally at
+most ``FACEAPI_MALLOC_ARENA_MAX`` arenas (``mallopt(M_ARENA_MAX)``; off by default: two arenas shared by the lip-sync
+pipeline's threads grew its peak from 1.44 to 1.75 GB over a 60 s clip). With the trim a worker kept +52 MB after
+twelve 36 MP requests instead of +285 MB (README, Benchmarks).
 
 Everything is a no-op where the C library is not glibc (musl, macOS): the calls are looked up once and guarded.
 """

@@ -102,5 +102,5 @@ def test_worker_rss_settles_after_large_pictures(one_worker: Server, t1_bgr) -> 
             assert r.status_code == 200, r.text
     time.sleep(1.0)  # the trim runs in a thread after the answer
     grown = rss_mb(pid) - start
-    # glibc as it comes (FACEAPI_MALLOC_TRIM_MB=0 FACEAPI_MALLOC_ARENA_MAX=0) keeps +247 MB here; the defaults +5 MB
+    # glibc as it comes (FACEAPI_MALLOC_TRIM_MB=0) keeps +247 MB here; with the trim (and two arenas) +5 MB
     assert grown < 130, f"worker RSS {start:.0f} → {start + grown:.0f} MB after three 16 MP requests"
