@@ -369,3 +369,24 @@ def test_enhance_restores_the_mouth_region_only(hanks_bgr: np.ndarray, tmp_path:
     d_eyes = np.abs(restored[eyes] - plain[eyes]).mean()
     print(f"enhance: mouth {d_mouth:.1f}, eyes {d_eyes:.2f}")
     assert d_mouth > 3.0 and d_eyes < 1.0, (d_mouth, d_eyes)
+
+
+def test_preview_mouth_takes_the_lips_colour(builtin_hub, hanks_bgr: np.ndarray) -> None:
+    """The built-in preview darkens the open mouth with the lips' own colour, dimmed: a black-and-white portrait
+    gets a grey-dark mouth (it used to get a fixed purple one), and a tinted one a mouth of its tint."""
+    from models.lipsync.preview import PreviewLipSync
+
+    preview = PreviewLipSync()
+    face = face_frame(hanks_face(hanks_bgr), 0, marker=False)
+    grey = cv2.cvtColor(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    lm = builtin_hub.analysers["builtin"].get(grey)[0].landmarks
+    for picture, tinted in ((grey, False), (np.clip(grey.astype(np.float32) * (0.8, 0.9, 1.2), 0, 255)
+                                            .astype(np.uint8), True)):
+        out = preview.animate(picture, lm, 1.0).astype(np.int16)
+        dark = (np.abs(out - picture).max(axis=2) > 20) & (out.max(axis=2) < 60)  # the opened, darkened mouth
+        assert dark.sum() > 20
+        b, g, r = (out[..., c][dark].mean() for c in range(3))
+        if tinted:
+            assert r > b + 1  # the tint carries into the mouth
+        else:
+            assert max(b, g, r) - min(b, g, r) < 2.0, (b, g, r)

@@ -89,10 +89,24 @@ class PreviewLipSync:
         cv2.fillPoly(inner, [np.round(poly * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
         a = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), max(0.8, 0.04 * mouth_w))
         a = (a * min(1.0, drop / 3.0))[..., None]
-        dark = np.array([24, 22, 34], np.float32)  # a dim, slightly warm mouth (BGR)
+        dark = self._mouth_colour(frame, lm)
         roi = np.clip(roi.astype(np.float32) * (1.0 - a) + (roi.astype(np.float32) * 0.25 + dark * 0.75) * a + 0.5,
                       0, 255).astype(np.uint8)
         out = frame.copy()
         out[y1:y2, x1:x2] = roi
         return out
+
+    @staticmethod
+    def _mouth_colour(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        """The shadowed inside of this mouth: the lips' own mean colour, dimmed (a grey face gets a grey-dark
+        mouth, a warm one a dark red-brown), rather than one fixed colour that reads as a purple patch."""
+        x, y, bw, bh = cv2.boundingRect(np.round(lm[48:60]).astype(np.int32))
+        x, y = max(0, x), max(0, y)
+        patch = frame[y:y + bh + 1, x:x + bw + 1]
+        if patch.size == 0:
+            return np.array([24, 22, 30], np.float32)
+        lips = np.zeros(patch.shape[:2], np.uint8)
+        cv2.fillPoly(lips, [np.round(lm[48:60] - (x, y)).astype(np.int32)], 255)
+        mean = np.asarray(cv2.mean(patch, mask=lips if lips.any() else None)[:3], np.float32)
+        return mean * 0.22
 
