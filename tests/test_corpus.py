@@ -231,7 +231,8 @@ def test_image_corpus(builtin_server, hanks_bytes: bytes) -> None:  # noqa: ANN0
     _print_table(["file", "bytes", *IMAGE_ENDPOINTS], rows)
     by_name = {r[0]: r[2:] for r in rows}
     for name in ("png-short-idat.png", "png-bad-idat-crc.png", "png-header-bomb-99b.png", "png-truncated-half.png",
-                 "jpeg-truncated.jpg", "webp-truncated.webp", "gif-truncated.gif", "tiff-truncated.tif"):
+                 "jpeg-truncated.jpg", "jpeg-truncated-eoi.jpg", "webp-truncated.webp", "gif-truncated.gif",
+                 "tiff-truncated.tif"):
         assert all(s == "422 invalid_media" for s in by_name[name]), (name, by_name[name])
     for name in ("image.svg", "doc.pdf", "page.html", "text.txt", "icon.ico", "one-byte.bin"):
         assert all(s == "415 unsupported_media_type" for s in by_name[name]), (name, by_name[name])

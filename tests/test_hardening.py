@@ -127,6 +127,30 @@ def test_truncated_files_of_every_format_are_refused(fmt: str) -> None:
         _refused(data[:cut])
 
 
+def test_jpeg_cut_short_with_an_end_marker_is_refused() -> None:
+    """libjpeg pads a scan that breaks off and only warns: a JPEG cut in half with an end-of-image marker appended
+    used to decode (grey lower half). Every valid flavour still decodes: progressive, 4:4:4, 4:2:2, optimised,
+    greyscale, CMYK, restart markers."""
+    import cv2
+
+    rgb = _pixels(240, 320)
+    variants = {}
+    for label, kw in {"baseline": {}, "progressive": {"progressive": True}, "444": {"subsampling": 0},
+                      "422": {"subsampling": 1}, "optimised": {"optimize": True}}.items():
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=90, **kw)
+        variants[label] = buf.getvalue()
+    for label, mode in (("grey", "L"), ("cmyk", "CMYK")):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buf, "JPEG", quality=90)
+        variants[label] = buf.getvalue()
+    variants["restart-markers"] = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])[1].tobytes()
+    for label, data in variants.items():
+        assert decode_image(data, "image", 40_000_000).bgr.shape[:2] == (240, 320), label
+        err = _refused(data[: len(data) * 2 // 3] + b"\xff\xd9")
+        assert err.status == 422 and err.code == "invalid_media" and "breaks off" in err.message, (label, err.message)
+
+
 def test_unreadable_header_names_no_repr() -> None:
     buf = io.BytesIO()
     Image.fromarray(_pixels()).save(buf, "TIFF", compression="tiff_deflate")

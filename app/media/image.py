@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import av
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
@@ -181,6 +182,26 @@ def _jpeg_check(data: bytes) -> None:
         raise _Corrupt("is truncated (it ends before its end-of-image marker)")
 
 
+def _mjpeg_decodes(data: bytes, strict: bool) -> bool:
+    """Whether FFmpeg's JPEG decoder reads ``data`` to one frame; ``strict`` turns its concealment off (a scan
+    that breaks off, an overread, a bad marker inside the entropy-coded data is an error instead of grey blocks)."""
+    try:
+        ctx = av.CodecContext.create("mjpeg", "r")
+        if strict:
+            ctx.options = {"err_detect": "explode+crccheck+bitstream+buffer"}
+        return len(ctx.decode(av.Packet(data))) > 0
+    except (av.FFmpegError, ValueError):
+        return False
+
+
+def _jpeg_check_scan(data: bytes) -> None:
+    """libjpeg (Pillow) pads a scan that breaks off with grey and only warns, so a JPEG cut short with an
+    end-of-image marker appended decoded as a picture. FFmpeg's decoder in strict mode notices; a file only it
+    cannot read at all (a JPEG flavour it lacks, e.g. arithmetic coding) is left to Pillow. ≈ 36 ms at 12 MP."""
+    if not _mjpeg_decodes(data, strict=True) and _mjpeg_decodes(data, strict=False):
+        raise _Corrupt("is truncated or corrupt (its image data breaks off before the picture is complete)")
+
+
 def _load_error(exc: BaseException) -> str:
     """A Pillow/codec failure during load, as words about the file (never the library's text or a repr)."""
     text = str(exc).lower()
@@ -232,6 +253,8 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> DecodedImage:
     try:
         if png is not None:
             _png_check_data(*png)
+        elif fmt == "jpeg":
+            _jpeg_check_scan(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
