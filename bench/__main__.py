@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 
 def main() -> None:
@@ -56,46 +57,8 @@ def main() -> None:
     ld.add_argument("--overload-users", type=int, default=8, help="users of the overload run (0 skips it)")
     ld.add_argument("--overload-queue", type=int, default=1, help="FACEAPI_MAX_QUEUE of the overload run's server")
     args = parser.parse_args()
-    if args.name == "faceswap":
-        from bench import faceswap
-
-        faceswap.main(args)
-    elif args.name == "enhance":
-        from bench import enhance
-
-        enhance.main(args)
-    elif args.name == "media":
-        from bench import media
-
-        media.main(args)
-    elif args.name == "video":
-        from bench import video
-
-        video.main(args)
-    elif args.name == "lipsync":
-        from bench import lipsync
-
-        lipsync.main(args)
-    elif args.name == "genderswap":
-        from bench import genderswap
-
-        genderswap.main(args)
-    elif args.name == "provenance":
-        from bench import provenance
-
-        provenance.main(args)
-    elif args.name == "nsfw":
-        from bench import nsfw
-
-        nsfw.main(args)
-    elif args.name == "memory":
-        from bench import memory
-
-        memory.main(args)
-    elif args.name == "load":
-        from bench import load
-
-        load.main(args)
+    # each subcommand is the bench module of its name, imported only when run
+    importlib.import_module(f"bench.{args.name}").main(args)
 
 
 if __name__ == "__main__":

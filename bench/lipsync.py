@@ -29,9 +29,10 @@ COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "mo
 def _clip(d: Path, seconds: float) -> tuple[Path, Path]:
     import av
     import cv2
-    import insightface
 
-    hanks = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
+    from testkit.standins import t1_path
+
+    hanks = Path(t1_path()).parent / "Tom_Hanks_54745.png"
     face = cv2.resize(cv2.imread(str(hanks)), (300, 300),
                       interpolation=cv2.INTER_CUBIC)
     video = d / f"clip{seconds:g}.mp4"

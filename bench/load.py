@@ -155,11 +155,9 @@ def summarize(run: dict[str, Any], workers: int, queue: int, users: int, load1: 
 def warm_up(url: str, workers: int) -> None:
     """Requests to each route before measuring (not counted): the first call of a process pays for lazy imports and
     allocator growth."""
-    import importlib.util
+    from testkit.standins import t1_path
 
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None
-    images = Path(spec.origin).parent / "data" / "images"
+    images = Path(t1_path()).parent
     t1 = ("t1.jpg", (images / "t1.jpg").read_bytes(), "image/jpeg")
     hanks = ("hanks.png", (images / "Tom_Hanks_54745.png").read_bytes(), "image/png")
     for _ in range(2 * workers):  # a new connection each round, so that each worker is likely to get one

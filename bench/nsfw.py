@@ -28,13 +28,9 @@ SIZES = {"1 MP (1224×816)": (1224, 816), "12 MP (4000×3000)": (4000, 3000)}
 
 def _picture(w: int, h: int) -> np.ndarray:
     """insightface's t1.jpg (a group photo) scaled to w×h."""
-    import importlib.util
-    from pathlib import Path
+    from testkit.standins import t1_path
 
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None
-    img = cv2.imread(str(Path(spec.origin).parent / "data" / "images" / "t1.jpg"))
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(cv2.imread(t1_path()), (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def child(repeat: int) -> dict[str, Any]:

@@ -78,12 +78,9 @@ def make_test_cert(folder: str | Path) -> tuple[Path, Path, Path]:
 
 def _photo(width: int, height: int) -> np.ndarray:
     """insightface's t1.jpg (a real group photo) scaled to the size, as BGR."""
-    import importlib.util
+    from testkit.standins import t1_path
 
-    spec = importlib.util.find_spec("insightface")
-    assert spec is not None and spec.origin is not None
-    img = cv2.imread(str(Path(spec.origin).parent / "data" / "images" / "t1.jpg"))
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(cv2.imread(t1_path()), (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def _ms(fn: Any) -> tuple[float, Any]:
