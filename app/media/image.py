@@ -9,7 +9,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import av
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
@@ -184,7 +183,10 @@ def _jpeg_check(data: bytes) -> None:
 
 def _mjpeg_decodes(data: bytes, strict: bool) -> bool:
     """Whether FFmpeg's JPEG decoder reads ``data`` to one frame; ``strict`` turns its concealment off (a scan
-    that breaks off, an overread, a bad marker inside the entropy-coded data is an error instead of grey blocks)."""
+    that breaks off, an overread, a bad marker inside the entropy-coded data is an error instead of grey blocks).
+    PyAV is imported here, not with the module: the image helpers do not load it otherwise (app/media/__init__)."""
+    import av
+
     try:
         ctx = av.CodecContext.create("mjpeg", "r")
         if strict:
