@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app import __version__
+from app.media.provenance import SOURCE_TYPES
+
 Backend = Literal["auto", "builtin", "neural"]
 ImageFormat = Literal["png", "jpeg", "webp"]
 
@@ -68,11 +71,24 @@ class ModelInfo(BaseModel):
     files: list[str] = Field(default_factory=list)
 
 
+class ProvenanceStatus(BaseModel):
+    """The AI provenance marks every output carries (app/media/provenance.py)."""
+
+    enabled: bool = Field(..., description="XMP / MP4 metadata marks on (FACEAPI_PROVENANCE)", examples=[True])
+    c2pa: bool = Field(..., description="a signed C2PA manifest too (FACEAPI_C2PA_CERT / _KEY)", examples=[False])
+    software_agent: str = Field(..., examples=[f"Face studio {__version__}"])
+    source_types: dict[str, str] = Field(
+        ..., description="IPTC digital source type written for a picture the model created / edited (empty when off)",
+        examples=[SOURCE_TYPES],
+    )
+
+
 class ModelsResponse(BaseModel):
     providers: list[str] = Field(..., examples=[["CPUExecutionProvider"]])
     weights_dir: str = Field(..., examples=["/weights"])
     models: list[ModelInfo]
     jobs: dict[str, JobReadiness]
+    provenance: ProvenanceStatus
 
 
 IMAGE_RESPONSE = {

@@ -6,31 +6,14 @@ import os
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from app import __version__
 from app.deps import SettingsDep
 from app.media import provenance
-from app.schemas import HealthResponse, ModelsResponse, ReadyResponse
+from app.schemas import HealthResponse, ModelsResponse, ProvenanceStatus, ReadyResponse
 from app.services import nsfw
 
 router = APIRouter(tags=["operations"])
-
-
-class ProvenanceStatus(BaseModel):
-    """The AI provenance marks every output carries (app/media/provenance.py)."""
-
-    enabled: bool = Field(..., description="XMP / MP4 metadata marks on (FACEAPI_PROVENANCE)", examples=[True])
-    c2pa: bool = Field(..., description="a signed C2PA manifest too (FACEAPI_C2PA_CERT / _KEY)", examples=[False])
-    software_agent: str = Field(..., examples=[f"Face studio {__version__}"])
-    source_types: dict[str, str] = Field(
-        ..., description="IPTC digital source type written for a picture the model created / edited (empty when off)",
-        examples=[provenance.SOURCE_TYPES],
-    )
-
-
-class ModelsWithProvenance(ModelsResponse):
-    provenance: ProvenanceStatus
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")
@@ -53,11 +36,11 @@ async def readyz(request: Request) -> JSONResponse:
                         headers=None if ready else {"Retry-After": "5"})
 
 
-@router.get("/models", response_model=ModelsWithProvenance,
+@router.get("/models", response_model=ModelsResponse,
             summary="Loaded models, execution providers, missing weights, provenance marks")
-async def models(request: Request, settings: SettingsDep) -> ModelsWithProvenance:
+async def models(request: Request, settings: SettingsDep) -> ModelsResponse:
     hub = request.app.state.hub
-    return ModelsWithProvenance(
+    return ModelsResponse(
         providers=hub.providers,
         weights_dir=str(settings.weights_dir),
         models=[vars(s) for s in hub.statuses] + nsfw.gate().model_info(),
