@@ -155,12 +155,15 @@ def _audio_fields(container: av.container.InputContainer) -> dict[str, object]:
     dur = float(a.duration * a.time_base) if a.duration and a.time_base else None
     if dur is None and container.duration:
         dur = container.duration / av.time_base
+    cc = a.codec_context
+    if cc is None:  # a codec FFmpeg does not know: the muxer then refuses the audio by name (it is never dropped)
+        return {"has_audio": True, "audio_codec": None, "audio_sample_rate": None, "audio_channels": None,
+                "audio_duration": dur}
     return {
         "has_audio": True,
-        # no codec context: a codec FFmpeg does not know; the muxer then refuses the audio by name (never drops it)
-        "audio_codec": a.codec_context.codec.canonical_name if a.codec_context is not None else None,
-        "audio_sample_rate": int(a.codec_context.sample_rate or 0) or None if a.codec_context is not None else None,
-        "audio_channels": int(a.codec_context.channels or 0) or None if a.codec_context is not None else None,
+        "audio_codec": cc.codec.canonical_name,
+        "audio_sample_rate": int(cc.sample_rate or 0) or None,
+        "audio_channels": int(cc.channels or 0) or None,
         "audio_duration": dur,
     }
 
