@@ -16,8 +16,15 @@ from models.lipsync.geometry import face_size
 
 SILENCE_DB = -50.0  # a window at or below this level keeps the mouth closed
 LOUD_DB = -15.0  # at or above this level the mouth is fully open
-MAX_OPEN = 0.5  # full opening: the lower lip drops this share of the mouth width
+MAX_OPEN = 0.42  # full opening: the lower lip drops this share of the mouth width
+LIFT = 0.15  # ... and the upper lip rises this share of that drop
+BOW = 0.5  # the lower lip's drop across the mouth: (1 − r²)^BOW, r = −1 … 1 from inner corner to inner corner
+FEATHER = 0.07  # the interior's soft edge, a share of the mouth width
+OPEN_SRC = 0.04  # a source mouth open wider than this share of its width shows its own teeth when opened further
 INNER_MID = [61, 62, 63, 65, 66, 67]  # the inner lips, where they meet
+UPPER_INNER = [60, 61, 62, 63, 64]  # the upper inner lip line, corner to corner
+LOWER_INNER = [60, 67, 66, 65, 64]  # the lower inner lip line, corner to corner
+TEETH = 0.45  # how much of the upper-teeth tone shows in the band under the upper lip
 
 
 def loudness(samples: np.ndarray) -> float:
@@ -31,6 +38,11 @@ def loudness(samples: np.ndarray) -> float:
 def openness(samples: np.ndarray) -> float:
     """How far the mouth opens for this window, in [0, 1]: linear in dB between ``SILENCE_DB`` and ``LOUD_DB``."""
     return float(np.clip((loudness(samples) - SILENCE_DB) / (LOUD_DB - SILENCE_DB), 0.0, 1.0))
+
+
+def _smooth01(x: np.ndarray) -> np.ndarray:
+    t = np.clip(x, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -53,60 +65,133 @@ class PreviewLipSync:
 
     def animate(self, frame: np.ndarray, landmarks: np.ndarray, level: float) -> np.ndarray:
         """``frame`` (BGR uint8) with the mouth of the face at ``landmarks`` (68 points, frame pixels) opened by
-        ``level`` in [0, 1]. Returns the input object itself when there is nothing to do (level 0, tiny face)."""
+        ``level`` in [0, 1]. Returns the input object itself when there is nothing to do (level 0, tiny face).
+
+        The work is done in the mouth's own axes (``s`` along the line between the mouth corners, ``t`` towards the
+        chin), so a tilted head opens along its own chin direction. The lower inner lip line and everything below
+        it move down by ``drop · bow(s)`` (``bow`` is 1 mid-mouth and 0 at the inner corners: the lower lip bows and
+        is moved, not stretched), widening with depth to the jaw's fall-off so the chin drops as a whole and the
+        neck below it is compressed; the upper inner lip line rises a little (``LIFT``), the skin up to the nose
+        taking the stretch. The gap between the two moved lines is the mouth interior, bounded by the same curves,
+        so the dark meets the lips exactly. Under its soft edges the gap shows the lips' own colour (sampled just
+        inside each lip, not on the line where they meet, which may be teeth or skin), then a band of upper teeth
+        (the source's own when its mouth was open, else a faint shadowed tone) and the shadowed inside."""
         lm = np.asarray(landmarks, np.float32)
-        mouth_w = float(np.linalg.norm(lm[54] - lm[48]))
+        corner = lm[54] - lm[48]
+        mouth_w = float(np.linalg.norm(corner))
         drop = float(np.clip(level, 0.0, 1.0)) * MAX_OPEN * mouth_w
         if drop < 0.5 or mouth_w < 4:
             return frame
         h, w = frame.shape[:2]
         size = face_size(lm)
-        cx = float(lm[INNER_MID, 0].mean())
-        y_lip = float(lm[[61, 62, 63, 65, 66, 67], 1].mean())  # where the lips meet
-        chin = float(lm[8, 1])
-        half = 0.5 * float(abs(lm[13, 0] - lm[3, 0]))
-        # The region the warp touches: the lower face and a margin below the chin for the fade-out.
-        x1 = max(0, int(cx - half * 1.15) - 2)
-        x2 = min(w, int(cx + half * 1.15) + 3)
-        y1 = max(0, int(float(lm[[31, 33, 35], 1].mean())) - 2)
-        y2 = min(h, int(chin + drop + 0.35 * size) + 3)
+        e1 = corner / mouth_w  # along the mouth
+        e2 = np.array([-e1[1], e1[0]], np.float32)  # towards the chin
+        centre = lm[INNER_MID].mean(axis=0)
+        rel = lm - centre
+        s_lm, t_lm = rel @ e1, rel @ e2
+        s_left, s_right = float(s_lm[60]), float(s_lm[64])
+        if s_right - s_left < 2.0:
+            return frame
+        lift = LIFT * drop
+        half = 0.5 * float(np.linalg.norm(lm[13] - lm[3]))  # the jaw's half width at the mouth
+        chin, nose = float(t_lm[8]), float(t_lm[33])
+        bottom = chin + drop + 0.35 * size
+        # The region the warp touches: the frame box round the rectangle in mouth axes.
+        box = np.array([[a * 1.15 * half, b] for a in (-1, 1) for b in (nose - 2.0, bottom)], np.float32)
+        corners = centre + box @ np.stack([e1, e2])
+        x1, y1 = (max(0, int(np.floor(v)) - 1) for v in corners.min(axis=0))
+        x2, y2 = (min(n, int(np.ceil(v)) + 2) for v, n in zip(corners.max(axis=0), (w, h), strict=True))
         if x2 - x1 < 4 or y2 - y1 < 4:
             return frame
+        # Per-s tables (half-pixel steps) of the inner lip lines and the horizontal profiles, looked up per pixel.
+        s0 = -1.2 * half - 2.0
+        grid = np.arange(s0, -s0 + 0.5, 0.5, dtype=np.float32)
+        upper = np.interp(grid, np.maximum.accumulate(s_lm[UPPER_INNER]), t_lm[UPPER_INNER]).astype(np.float32)
+        lower = np.interp(grid, np.maximum.accumulate(s_lm[LOWER_INNER]), t_lm[LOWER_INNER]).astype(np.float32)
+        # Where the source mouth is open the lower inner lip landmarks often sit on the teeth: take the line a
+        # little into the lip there, so no edge of tooth is held along the moved lip.
+        lower += (0.04 * mouth_w) * np.clip((lower - upper) / (0.1 * mouth_w), 0.0, 1.0)
+        r = (grid - 0.5 * (s_left + s_right)) / (0.5 * (s_right - s_left))
+        bow = np.clip(1.0 - r * r, 0.0, 1.0) ** np.float32(BOW)
+        jaw = (1.0 - _smoothstep(0.45 * half, half, np.abs(grid))).astype(np.float32)  # the chin's share
+        raised, opened = upper - lift * bow, lower + drop * bow  # the moved inner lip lines
+        # 1/√(1 + slope²): a distance along t times this is the distance across the line (the feather's width)
+        across = np.stack([1.0 / np.sqrt(1.0 + np.gradient(line, 0.5) ** 2) for line in (raised, opened)]
+                          ).astype(np.float32)
         ys, xs = np.mgrid[y1:y2, x1:x2].astype(np.float32)
-        ramp = max(2.0, 0.05 * size)  # the cheeks stretch over this height instead of tearing at the lips' line
-        v = _smoothstep(y_lip - 0.3 * ramp, y_lip + ramp, ys) * (1.0 - _smoothstep(chin + drop, chin + drop + 0.35
-                                                                                    * size, ys))
-        u = 1.0 - _smoothstep(0.45 * half, 1.0 * half, np.abs(xs - cx))
-        disp = drop * u * v
-        map_y = ys - disp
-        roi = cv2.remap(frame, xs, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        # The mouth interior: the gap between the upper inner lip and the lowered lower inner lip, darkened.
-        upper = lm[[60, 61, 62, 63, 64]]
-        lower = lm[[64, 65, 66, 67, 60]].copy()
-        lower[1:4, 1] += drop
-        poly = np.concatenate([upper, lower[1:4]]) - np.array([x1, y1], np.float32)
-        inner = np.zeros(roi.shape[:2], np.uint8)
-        cv2.fillPoly(inner, [np.round(poly * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
-        a = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), max(0.8, 0.04 * mouth_w))
-        a = (a * min(1.0, drop / 3.0))[..., None]
-        dark = self._mouth_colour(frame, lm)
-        roi = np.clip(roi.astype(np.float32) * (1.0 - a) + (roi.astype(np.float32) * 0.25 + dark * 0.75) * a + 0.5,
-                      0, 255).astype(np.uint8)
+        rx, ry = xs - centre[0], ys - centre[1]
+        s = rx * e1[0] + ry * e1[1]
+        t = rx * e2[0] + ry * e2[1]
+        k = np.clip(((s - s0) * 2.0 + 0.5).astype(np.int32), 0, grid.size - 1)
+        b, up0, low0, up, opn = bow[k], upper[k], lower[k], raised[k], opened[k]
+        # Below the moved lower lip: shifted by the local drop (lower lip → chin: bow → jaw; fading under the chin).
+        below = t - opn
+        depth = _smoothstep(max(1.0, float(t_lm[57] - t_lm[66])), max(2.0, chin - float(t_lm[66])), below)
+        share = b + depth * (jaw[k] - b)
+        shift = -drop * share * (1.0 - _smoothstep(chin + drop, bottom, t))
+        # Above the raised upper lip: lifted, the stretch spread up to the nose.
+        raise_ = lift * b * _smooth01((t - nose) / np.maximum(up - nose, 1.0))
+        # In the gap (under the interior's soft edges): each lip's edge pixel held, so the colour at the moved line
+        # runs on into the interior and fades to dark (no lighter lip or skin pulled in from either side, no repeated
+        # crease); where the source mouth was open (teeth showing), its own inside, carried up with the upper lip.
+        gap = (t >= up) & (below < 0)
+        was_open = low0 - up0
+        top_half = np.where(was_open > OPEN_SRC * mouth_w, np.minimum(t + lift * b, low0), up0)
+        inner = np.where(t < 0.5 * (up + opn), top_half, low0) - t
+        shift = np.where(below >= 0, shift, np.where(gap, inner, raise_))
+        map_x = xs + shift * e2[0]
+        map_y = ys + shift * e2[1]
+        roi = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        rows, cols = np.flatnonzero(gap.any(axis=1)), np.flatnonzero(gap.any(axis=0))
+        if rows.size:
+            sub = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+            roi[sub] = self._interior(roi[sub], self._mouth_colours(frame, lm), t[sub], up[sub], opn[sub],
+                                      was_open[sub], b[sub], across[:, k[sub]], mouth_w, min(1.0, drop / 3.0))
         out = frame.copy()
         out[y1:y2, x1:x2] = roi
         return out
 
     @staticmethod
-    def _mouth_colour(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
-        """The shadowed inside of this mouth: the lips' own mean colour, dimmed (a grey face gets a grey-dark
-        mouth, a warm one a dark red-brown), rather than one fixed colour that reads as a purple patch."""
+    def _interior(roi: np.ndarray, colours: tuple[np.ndarray, np.ndarray], t: np.ndarray, up: np.ndarray,
+                  opn: np.ndarray, was_open: np.ndarray, bow: np.ndarray, across: np.ndarray, mouth_w: float,
+                  strength: float) -> np.ndarray:
+        """The mouth interior over the gap between ``up`` and ``opn`` (the moved inner lip lines at each pixel's
+        ``t``), blended over the warped ``roi``: feathered inwards from both lines (``across``: 1/√(1 + slope²) of
+        each line, so the soft edge has the same width on the steep sides); the shadowed inside, darker in the
+        corners and under the teeth; upper teeth under the upper lip: the warped source's own where its mouth was
+        open (``was_open``: the source gap between the inner lips), else a faint shadowed tone."""
+        dark, light = colours
+        height = opn - up
+        feather = np.minimum(max(0.8, FEATHER * mouth_w), 0.3 * height + 0.3)
+        a_top = _smooth01((t - up) * across[0] / feather)
+        a = a_top * _smooth01((opn - t) * across[1] / feather) * strength
+        q = np.clip((t - up) / np.maximum(height, 1e-3), 0.0, 1.0)
+        shade = (0.7 + 0.6 * q * q) * (0.55 + 0.45 * bow)
+        band = np.maximum(0.1 * mouth_w * np.minimum(1.0, height / (0.3 * mouth_w)), 0.6)
+        teeth = TEETH * a_top * (1.0 - _smooth01(2.0 * (t - up) / band - 1.0))  # flat, then fading out
+        shadow = dark * shade[..., None]
+        inside = shadow + teeth[..., None] * (light - shadow)
+        keep = (_smooth01((was_open - OPEN_SRC * mouth_w) / (0.05 * mouth_w))
+                * (1.0 - _smooth01((t - up - 0.5 * was_open) / np.maximum(0.5 * was_open, 1e-3))))
+        warped = roi.astype(np.float32)
+        inside += keep[..., None] * (0.9 * warped - inside)
+        a = a[..., None]
+        return np.clip(warped * (1.0 - a) + inside * a + 0.5, 0, 255).astype(np.uint8)
+
+    @staticmethod
+    def _mouth_colours(frame: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shadowed inside of this mouth and the tone of its upper teeth in that shadow, from the lips' own mean
+        colour: the inside is that colour dimmed (a grey face gets a grey-dark mouth, a warm one a dark red-brown,
+        rather than one fixed colour that reads as a purple patch); the teeth are its grey, a little warm, and
+        darker than the lips, so the band under the upper lip never reads as a light seam."""
         x, y, bw, bh = cv2.boundingRect(np.round(lm[48:60]).astype(np.int32))
         x, y = max(0, x), max(0, y)
         patch = frame[y:y + bh + 1, x:x + bw + 1]
         if patch.size == 0:
-            return np.array([24, 22, 30], np.float32)
-        lips = np.zeros(patch.shape[:2], np.uint8)
-        cv2.fillPoly(lips, [np.round(lm[48:60] - (x, y)).astype(np.int32)], 255)
-        mean = np.asarray(cv2.mean(patch, mask=lips if lips.any() else None)[:3], np.float32)
-        return mean * 0.22
-
+            mean = np.array([110, 100, 136], np.float32)
+        else:
+            lips = np.zeros(patch.shape[:2], np.uint8)
+            cv2.fillPoly(lips, [np.round(lm[48:60] - (x, y)).astype(np.int32)], 255)
+            mean = np.asarray(cv2.mean(patch, mask=lips if lips.any() else None)[:3], np.float32)
+        grey = float(mean @ np.array([0.114, 0.587, 0.299], np.float32))
+        return mean * 0.22, (0.75 * grey + 0.25 * mean) * 0.8
