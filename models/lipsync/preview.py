@@ -174,6 +174,9 @@ class PreviewLipSync:
         keep = (_smooth01((was_open - OPEN_SRC * mouth_w) / (0.05 * mouth_w))
                 * (1.0 - _smooth01((t - up - 0.5 * was_open) / np.maximum(0.5 * was_open, 1e-3))))
         warped = roi.astype(np.float32)
+        # never lighter than the lip edge held in the gap (a lip darker than the teeth tone, or a dark crease, would
+        # otherwise get a light line inside it)
+        inside = np.minimum(inside, warped)
         inside += keep[..., None] * (0.9 * warped - inside)
         a = a[..., None]
         return np.clip(warped * (1.0 - a) + inside * a + 0.5, 0, 255).astype(np.uint8)
