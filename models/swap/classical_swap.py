@@ -4,7 +4,10 @@
    around the face. One Delaunay triangulation (computed on the target) is used for both sides, so every
    target triangle has its source triangle. The source is warped piecewise-affinely onto the target with a
    single ``cv2.remap`` (per-pixel triangle lookup, no seams between triangles). When the source's head is
-   turned the other way than the target's, the source is mirrored first (far less stretching).
+   turned the other way than the target's, the source is mirrored first (far less stretching). The mesh is
+   triangulated with the target's eyes held open, so the lids are mesh edges even on a shut eye, and a target
+   eye narrower than the source's shows only the top of the source's opening down from its lash line: no
+   doubled or ghosted eye on a shut or half-shut target.
 2. Colour: LAB mean/std transfer inside the face, then the low-frequency colour (lighting, shading) is
    replaced by the target's with a per-channel ratio of masked blurs, so nothing steps at the outline.
    An optional Poisson pass (``cv2.seamlessClone``) is available; it tends to pull hair and background
@@ -45,6 +48,9 @@ _POISSON_MAX_SIDE = 480  # the seamless clone runs at most at this resolution; i
 _MIN_FOREHEAD = 0.06  # the swapped region always reaches this far above the brows (covers the brows themselves)
 _TOP_FEATHER = 0.025  # soft edge at the hairline, fraction of the eyes-to-chin distance
 _RELIGHT_LIGHT = (0.67, 1.5)  # bounds of the lighting match's brightness gain (see _match_colour)
+_NARROW_EYE = (0.3, 0.9)  # target/source eye opening: the source's slit shrinks to its lash line from 2nd to 1st
+_LID_MARGIN = 0.12  # under a shut target eye, the source's lower lid is taken this much (× eye width) lower
+_MIN_EYE_OPENING = 0.3  # eyes are held at least this open (lid gap / eye width) when the mesh is triangulated
 
 
 def _landmarks(face: Face, which: str) -> np.ndarray:
@@ -154,6 +160,71 @@ def _feature_mask(lm: np.ndarray, shape: tuple[int, int], size: float) -> np.nda
     r = max(1, round(0.06 * size))
     out = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     return out > 0
+
+
+def _eye_opening(lm: np.ndarray, eye: np.ndarray) -> float:
+    """Height of the eye's opening over its width (the mean of the two lid-to-lid distances)."""
+    e = lm[eye]
+    width = max(float(np.linalg.norm(e[3] - e[0])), 1e-6)
+    return float(np.linalg.norm(e[1] - e[5]) + np.linalg.norm(e[2] - e[4])) / (2.0 * width)
+
+
+def _narrow_eyes(affines: np.ndarray, tris: np.ndarray, t_pts: np.ndarray, s_pts: np.ndarray) -> None:
+    """Where the target's eye is narrower than the source's (shut, half shut), nothing of the source's eye
+    opening but its upper lash line is shown; ``affines`` is changed in place for the triangles of each eye.
+
+    Otherwise the whole source eye (upper lashes, white, iris, lower lid rim) is squeezed into the target's
+    slit (a dark line, a bright line, a dark line: a doubled eye), and the rim of white that dlib's lower
+    lid contour leaves inside the source's opening is copied under the target's lid as a bright spot. So the
+    source's slit shrinks towards its upper lash line, and under the target's lower lid the source's lower
+    lid contour is taken a little lower (``_LID_MARGIN`` of the eye width), both in proportion to how much
+    narrower the target's eye is (``_NARROW_EYE``). The lid above stays the source's lid."""
+    low_r, high_r = _NARROW_EYE
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        ratio = _eye_opening(t_pts, eye) / max(_eye_opening(s_pts, eye), 1e-6)
+        if ratio >= high_r:
+            continue
+        shut = 1.0 - float(np.clip((ratio - low_r) / (high_r - low_r), 0.0, 1.0))
+        e = s_pts[eye]
+        axis = e[3] - e[0]
+        width = max(float(np.linalg.norm(axis)), 1e-6)
+        down = np.array([-axis[1], axis[0]]) / width  # away from the brow (image y down)
+        slit = s_pts.copy()
+        below = s_pts.copy()
+        for up, low in ((eye[1], eye[5]), (eye[2], eye[4])):
+            slit[low] = s_pts[up] + (s_pts[low] - s_pts[up]) * (1.0 - shut)
+            below[low] = s_pts[low] + down * (_LID_MARGIN * width * shut)
+        inside = np.isin(tris, eye).all(axis=1)
+        under = ~inside & np.isin(tris, eye[[4, 5]]).any(axis=1) & ~np.isin(tris, eye[[1, 2]]).any(axis=1)
+        for sel, src in ((inside, slit), (under, below)):
+            if sel.any():
+                affines[sel] = _affines(t_pts, src, tris[sel])[0]
+
+
+def _open_eyes(points: np.ndarray) -> np.ndarray:
+    """A copy of a point set (68 landmarks first) with each eye opened to at least ``_MIN_EYE_OPENING``: the lids
+    are moved apart about their midline. Only used to pick the triangulation.
+
+    On a shut or narrow eye the lids almost meet (or cross), and the Delaunay triangulation of the raw points
+    then joins lower-lid points to the brow and upper-lid points to the cheek: triangles that straddle the lid
+    line. Their source triangles straddle the source's open eye, so its iris and lashes were copied above and
+    below the target's lid line (a doubled, ghosted eye). With the eyes held open the lid contours are edges of
+    the mesh, every triangle lies on one side of a lid, and the slit maps to the source's opening only."""
+    out = np.array(points, dtype=np.float64, copy=True)
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        e = out[eye]
+        axis = e[3] - e[0]
+        width = float(np.linalg.norm(axis))
+        if width < 1e-6:
+            continue
+        normal = np.array([axis[1], -axis[0]]) / width  # towards the brow in image coordinates (y down)
+        for up, low in ((1, 5), (2, 4)):
+            mid = (e[up] + e[low]) / 2.0
+            gap = float((e[up] - e[low]) @ normal)
+            half = max(gap, _MIN_EYE_OPENING * width) / 2.0
+            out[eye[up]] = mid + normal * half
+            out[eye[low]] = mid - normal * half
+    return out
 
 
 def _triangles(points: np.ndarray) -> np.ndarray:
@@ -410,11 +481,16 @@ class ClassicalSwapper:
         ch, cw = s_crop.shape[:2]
 
         # --- piecewise-affine warp: one triangulation, applied to both sides -------------------------
-        tris = _triangles(t_loc)
+        # The topology comes from the target's points with its eyes held open, so the lid contours are edges
+        # of the mesh even when the target's eyes are shut (see _open_eyes).
+        tris = _triangles(_open_eyes(t_loc))
         affines, ok = _affines(t_loc, s_loc, tris)
+        _narrow_eyes(affines, tris, t_loc, s_loc)
         index = np.zeros((rh, rw), np.uint16)  # triangle id + 1, 0 = outside every triangle
         mult = 1 << _SUBPIX_SHIFT
-        for i in np.nonzero(ok)[0]:
+        # Triangles inside the eyes first: where a shut eye's lids cross, the lids' triangles cover them.
+        in_eye = np.isin(tris, LEFT_EYE).all(axis=1) | np.isin(tris, RIGHT_EYE).all(axis=1)
+        for i in np.nonzero(ok)[0][np.argsort(~in_eye[ok], kind="stable")]:
             poly = np.round(t_loc[tris[i]] * mult).astype(np.int32)
             cv2.fillConvexPoly(index, poly, int(i) + 1, cv2.LINE_8, _SUBPIX_SHIFT)
         covered = index > 0
