@@ -35,7 +35,14 @@ class Settings(BaseSettings):
         "auto", description="Backend when a request names none: auto = neural when its weights are loaded."
     )
     lipsync_threads: int = Field(
-        0, ge=0, le=256, description="CPU threads of the Wav2Lip PyTorch model during /lipsync (0: every core)."
+        0, ge=0, le=256,
+        description="CPU threads of each Wav2Lip PyTorch call during /lipsync (0: the cores shared out among the "
+        "workers).",
+    )
+    lipsync_workers: int = Field(
+        0, ge=0, le=16,
+        description="Wav2Lip PyTorch batches run at once on CPU during /lipsync (0: one per core, each on one "
+        "thread; 1: one batch at a time on every core).",
     )
     det_size: int = Field(640, ge=128, le=2048, description="Square input size of the neural face detector.")
     det_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum neural detector score.")

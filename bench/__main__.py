@@ -33,6 +33,8 @@ def main() -> None:
     ls.add_argument("--seconds", type=float, default=10.0, help="length of the 720p clip for the fps row")
     ls.add_argument("--rss-seconds", type=float, default=60.0, help="length of the clip for the second RSS row")
     ls.add_argument("--batch", type=int, default=16, help="frames per model call")
+    ls.add_argument("--workers", type=int, default=0, help="FACEAPI_LIPSYNC_WORKERS for the job (0: one per core)")
+    ls.add_argument("--model-threads", type=int, default=0, help="FACEAPI_LIPSYNC_THREADS for the job (0: shared out)")
     gs = sub.add_parser("genderswap", help="SD 1.5 gender swap at 512², real-size networks: s/step, s/image, RSS")
     gs.add_argument("--steps", type=int, default=2, help="denoising steps run per image (projected to 30 × 0.6)")
     gs.add_argument("--size", type=int, default=512, help="working size (square)")

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ import numpy as np
 
 from bench.report import run_child, status_mb, table, write
 
-COLUMNS = ["seconds", "frames", "batch", "e2e_fps", "model_fps", "vs_model", "model_fps_all_cores", "vs_all_cores",
-           "cpu_s_per_frame", "load", "peak_rss_mb"]
+COLUMNS = ["seconds", "frames", "batch", "model_workers", "model_threads", "e2e_fps", "model_fps", "vs_model",
+           "model_fps_all_cores", "vs_all_cores", "cpu_s_per_frame", "model_cpu_ms", "load", "peak_rss_mb"]
 
 
 def _clip(d: Path, seconds: float) -> tuple[Path, Path]:
@@ -76,7 +77,8 @@ def _weights(d: Path) -> Path:
     return d
 
 
-def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: int = 0) -> dict[str, Any]:
+def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: int = 0,
+          workers: int = 0) -> dict[str, Any]:
     """One job in this process; prints its row as JSON."""
     from app.config import Settings
     from app.schemas import LipsyncOptions
@@ -87,7 +89,7 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: 
     video, audio = _clip(d, seconds)
     hub = ModelHub(Path(weights), ["lipsync"])
     hub.load()
-    settings = Settings(weights_dir=weights, lipsync_threads=threads)
+    settings = Settings(weights_dir=weights, lipsync_threads=threads, lipsync_workers=workers)
     t0, c0 = time.perf_counter(), time.process_time()
     result = lipsync(hub, LipsyncOptions(backend="neural", batch_size=batch), settings, audio,
                      d / "out.mp4", video_path=video)
@@ -99,38 +101,48 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: 
                            "load": round(os.getloadavg()[0], 2), "peak_rss_mb": rss,
                            "timings": {k: round(v, 1) for k, v in dict(result.timings).items()}}
     if model_alone:
-        # the model alone on as many batches: with the thread count the job gave it (the job leaves it set), then
-        # with torch's default (every core), which is what the model gets on an otherwise idle machine
+        # The model alone on as many batches, twice: arranged as the job arranges it (``workers`` calls at once,
+        # each on the job's thread count), then one call at a time on torch's default (every core), which is what
+        # the model gets from a plain loop on an otherwise idle machine.
+        from app.services.lipsync import model_threads, model_workers
+
         model = hub.loaded["lipsync"]["neural"]
         rng = np.random.default_rng(0)
         crops = rng.integers(0, 255, (batch, 96, 96, 3), np.uint8)
         mel = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
         n = -(-result.frames // batch)
-        row["model_threads"] = getattr(model.runner, "threads", None)
-        for key, threads in (("model_fps", row["model_threads"]), ("model_fps_all_cores", None)):
-            model.runner.threads = threads
-            model.predict_crops(mel, crops)  # warm-up at this thread count
-            t0 = time.perf_counter()
-            for _ in range(n):
-                model.predict_crops(mel, crops)
-            row[key] = round(n * batch / (time.perf_counter() - t0), 2)
+        workers, per = model_workers(model, settings, True)
+        row["model_workers"], row["model_threads"] = workers, per
+        for key, w, t in (("model_fps", workers, per), ("model_fps_all_cores", 1, None)):
+            with model_threads(model, t), ThreadPoolExecutor(w) as pool:
+
+                def one_batch(pool: ThreadPoolExecutor = pool, w: int = w) -> None:  # shared out as the job does
+                    list(pool.map(lambda k: model.predict_crops(mel[k::w], crops[k::w]), range(w)))
+
+                one_batch()  # warm-up at this arrangement
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(n):
+                    one_batch()
+                row[key] = round(n * batch / (time.perf_counter() - t0), 2)
+                row[key.replace("fps", "cpu_ms")] = round(1000 * (time.process_time() - c0) / (n * batch), 1)
         row["vs_model"] = f"{100 * row['e2e_fps'] / row['model_fps']:.0f} %"
         row["vs_all_cores"] = f"{100 * row['e2e_fps'] / row['model_fps_all_cores']:.0f} %"
     print(json.dumps(row))
     return row
 
 
-def _run(seconds: float, batch: int, weights: Path, model_alone: bool, threads: int = 0) -> dict[str, Any]:
+def _run(seconds: float, batch: int, weights: Path, model_alone: bool, threads: int = 0,
+         workers: int = 0) -> dict[str, Any]:
     code = (f"from bench.lipsync import child; "
-            f"child({seconds!r}, {batch!r}, {str(weights)!r}, {model_alone!r}, {threads!r})")
+            f"child({seconds!r}, {batch!r}, {str(weights)!r}, {model_alone!r}, {threads!r}, {workers!r})")
     return run_child(["-c", code])
 
 
 def main(args: Any) -> None:
     weights = _weights(Path(tempfile.mkdtemp(prefix="bench-w2l-")))
-    threads = getattr(args, "model_threads", 0)
-    rows = [_run(args.seconds, args.batch, weights, True, threads),
-            _run(args.rss_seconds, args.batch, weights, False, threads)]
+    threads, workers = getattr(args, "model_threads", 0), getattr(args, "workers", 0)
+    rows = [_run(args.seconds, args.batch, weights, True, threads, workers),
+            _run(args.rss_seconds, args.batch, weights, False, threads, workers)]
     print(table(rows, COLUMNS))
     write("lipsync", {"rows": rows, "fps": str(Fraction(25))})
 
@@ -142,5 +154,6 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rss-seconds", type=float, default=60.0)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--model-threads", type=int, default=0, help="FACEAPI_LIPSYNC_THREADS for the job (0: every core)")
+    p.add_argument("--workers", type=int, default=0, help="FACEAPI_LIPSYNC_WORKERS for the job (0: one per core)")
+    p.add_argument("--model-threads", type=int, default=0, help="FACEAPI_LIPSYNC_THREADS for the job (0: shared out)")
     main(p.parse_args())
