@@ -16,6 +16,8 @@
    so pixels outside the outline are bit-identical to the input. Over the forehead the mask stops where the
    skin of either face ends (``skin_extent``: hairline, fringe), so no hair band is pasted across the forehead;
    the lighting match ignores eyes, brows and lips (the target's eyes are not printed into the source's).
+   Just under the hairline the lighting is matched again at a finer scale, so a bright forehead has no step
+   where the swap ends, and where the source's own hair begins the swap stops a little below it.
    An open target mouth keeps its own inside (teeth), so a closed source mouth is not stretched over it.
 
 A big source face is first downscaled to the target's size (no aliasing); a face cut by the image border
@@ -47,6 +49,8 @@ _SUBPIX_SHIFT = 4  # fixed-point bits for rasterising triangles
 _POISSON_MAX_SIDE = 480  # the seamless clone runs at most at this resolution; its correction is smooth
 _MIN_FOREHEAD = 0.06  # the swapped region always reaches this far above the brows (covers the brows themselves)
 _TOP_FEATHER = 0.025  # soft edge at the hairline, fraction of the eyes-to-chin distance
+_HAIR_MARGIN = 0.02  # the swap stops this much below where the source's hair begins
+_TOP_BAND = 0.1  # below the hairline the lighting is matched at a finer scale over this depth (see _match_edge)
 _RELIGHT_LIGHT = (0.67, 1.5)  # bounds of the lighting match's brightness gain (see _match_colour)
 _NARROW_EYE = (0.3, 0.9)  # target/source eye opening: the source's slit shrinks to its lash line from 2nd to 1st
 _LID_MARGIN = 0.12  # under a shut target eye, the source's lower lid is taken this much (× eye width) lower
@@ -118,6 +122,8 @@ def skin_extent(img: np.ndarray, lm: np.ndarray, max_ratio: float) -> np.ndarray
     med = np.median(rv, axis=0)
     spread = np.maximum(np.percentile(np.abs(rv - med), 80, axis=0), [4.0, 2.5, 2.5]).astype(np.float32)
     tex_ref = float(np.percentile(tex[sel], 75))
+    # A grey picture has no hue to tell a fringe from skin: the lightness alone is held tighter there.
+    l_tol = 1.6 if float(np.abs(rv[:, 1:]).max()) < 1.0 else 2.5
     tex_limit = max(2.0 * tex_ref, tex_ref + 12.0)
 
     step = 1.0 / max(8.0, size)  # about one pixel per step
@@ -131,7 +137,7 @@ def skin_extent(img: np.ndarray, lm: np.ndarray, max_ratio: float) -> np.ndarray
         inside = (xy[:, 0] >= 0) & (xy[:, 0] <= roi.shape[1] - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= roi.shape[0] - 1)
         d = lab[yi, xi] - med
         dl = np.where(d[:, 0] > 0, d[:, 0] / 2.0, d[:, 0])  # brighter than the cheeks: highlight, allowed more
-        dist = np.sqrt((dl / (2.5 * spread[0])) ** 2 + (d[:, 1] / (3.0 * spread[1])) ** 2
+        dist = np.sqrt((dl / (l_tol * spread[0])) ** 2 + (d[:, 1] / (3.0 * spread[1])) ** 2
                        + (d[:, 2] / (3.0 * spread[2])) ** 2)
         skin = (dist <= 1.0) & (tex[yi, xi] <= tex_limit) & inside
         bad = ~skin
@@ -330,6 +336,24 @@ def _match_colour(
     return np.clip(bgr + 0.5, 0, 255).astype(np.uint8)
 
 
+def _match_edge(img: np.ndarray, dst: np.ndarray, region: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """``img`` (uint8 BGR) with its local brightness and colour at scale ``sigma`` matched to ``dst`` where
+    ``weight`` (float in [0, 1]) is high: out = img × (1 + weight × (blur(dst) / blur(img) − 1)), blurs
+    restricted to ``region``, the gain's brightness bounded by ``_RELIGHT_LIGHT``.
+
+    Used under the hairline: the lighting match's wide blur cannot follow a forehead that brightens towards
+    the top (a lit or shiny forehead), so the swapped skin ended in a visible step just above the brows."""
+    if not np.any(weight > 0) or int(region.sum()) < 16:
+        return img
+    src = img.astype(np.float32)
+    eps = 4.0
+    gain = (_masked_blur(dst.astype(np.float32), region, sigma) + eps) / (_masked_blur(src, region, sigma) + eps)
+    light = gain.mean(axis=2, keepdims=True)
+    gain = np.clip(gain / light, 0.5, 2.0) * np.clip(light, *_RELIGHT_LIGHT)
+    out = src * (1.0 + weight[..., None] * (gain - 1.0))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def _poisson(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Seamless clone of ``src`` into ``dst`` (same size) inside ``mask`` (uint8 0/255), as float32 BGR.
 
@@ -466,10 +490,12 @@ class ClassicalSwapper:
         # How far each face's skin reaches above its brows (hairline, fringe): the swap stops at the lower of
         # the two, so neither the source's hair is pasted onto the target's forehead nor the target's fringe
         # replaced. Points correspond one to one (the source's are already mirrored when it was flipped).
-        forehead = np.minimum(
-            skin_extent(np.ascontiguousarray(s_crop), s_lm_loc, self.forehead_ratio),
-            skin_extent(img, t_lm, self.forehead_ratio),
-        )
+        # Where the source's skin ends below the full height, its last samples are the hair's edge and shadow:
+        # stop a little lower there (a dark line along the hairline otherwise).
+        s_extent = skin_extent(np.ascontiguousarray(s_crop), s_lm_loc, self.forehead_ratio)
+        s_extent = np.where(s_extent < self.forehead_ratio - 1e-3,
+                            np.maximum(s_extent - _HAIR_MARGIN, _MIN_FOREHEAD), s_extent)
+        forehead = np.minimum(s_extent, skin_extent(img, t_lm, self.forehead_ratio))
         t_size = face_scale(t_lm)
         factor = t_size / face_scale(s_lm)
         if factor < 0.9:
@@ -523,6 +549,8 @@ class ClassicalSwapper:
         ext_r = limit[-1] + (limit[-1] - limit[-2]) * 3.0
         top_poly = np.concatenate([[ext_l], limit, [ext_r], [ext_r - 3.0 * t_up], [ext_l - 3.0 * t_up]])
         cv2.fillPoly(top_mask, [np.round(top_poly * mult).astype(np.int32)], 255, cv2.LINE_8, _SUBPIX_SHIFT)
+        # Distance below the hairline: the band where the lighting is matched at a finer scale.
+        below_hairline = cv2.distanceTransform(top_mask, cv2.DIST_L2, 3)
         top_mask[face_mask == 0] = 0
         face_mask = top_mask
         alpha *= _feather(top_mask, max(1, round(_TOP_FEATHER * t_size)))
@@ -547,6 +575,10 @@ class ClassicalSwapper:
             warped, target_roi, skin_stats if skin_stats.sum() >= 16 else stats_mask,
             skin_region if skin_region.sum() >= 16 else face_mask > 0, self.relight * t_size,
         )
+        if self.relight > 0:
+            band = np.clip(1.0 - below_hairline[box] / (_TOP_BAND * t_size), 0.0, 1.0)
+            corrected = _match_edge(corrected, target_roi, skin_region if skin_region.sum() >= 16 else face_mask > 0,
+                                    band, _TOP_BAND * t_size / 2.0)
 
         if self.poisson:
             clone_mask = np.where(_erode(face_mask, 1.0), 255, 0).astype(np.uint8)
