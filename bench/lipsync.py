@@ -5,7 +5,11 @@ tone-burst audio as long as the clip.
 Every run is a fresh subprocess, so its peak RSS (/proc VmHWM) is its own. ``e2e_fps`` is output frames over the
 wall time of the whole job (decode, detect, track, crop, model, paste, encode, audio mux); ``model_fps`` runs the
 model alone, afterwards in the same process, on as many batches of the same size (crops and mel windows prepared
-beforehand). The RSS rows repeat the job on a ``--seconds`` clip and a ``--rss-seconds`` clip.
+beforehand), once in the job's arrangement (each batch shared out among the model workers) and once one call at a time
+on every core. ``transcode_cpu_ms`` is the floor of any video job (decode, colour conversion both ways, x264 with
+the server's settings), and ``bound`` = model CPU / (model CPU + transcode CPU) per frame: the most of the model
+alone's fps that any pipeline decoding and encoding the clip could reach on a machine the model alone fills, before
+face detection, crops and paste. The RSS rows repeat the job on a ``--seconds`` clip and a ``--rss-seconds`` clip.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import run_child, status_mb, table, write
+from bench.report import run_child, status_mb, table, transcode_cpu_ms, write
 
 COLUMNS = ["seconds", "frames", "batch", "model_workers", "model_threads", "e2e_fps", "model_fps", "vs_model",
-           "model_fps_all_cores", "vs_all_cores", "cpu_s_per_frame", "model_cpu_ms", "load", "peak_rss_mb"]
+           "model_fps_all_cores", "vs_all_cores", "cpu_s_per_frame", "model_cpu_ms", "transcode_cpu_ms", "bound",
+           "load", "peak_rss_mb"]
 
 
 def _clip(d: Path, seconds: float) -> tuple[Path, Path]:
@@ -125,6 +130,8 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: 
                     one_batch()
                 row[key] = round(n * batch / (time.perf_counter() - t0), 2)
                 row[key.replace("fps", "cpu_ms")] = round(1000 * (time.process_time() - c0) / (n * batch), 1)
+        row["transcode_cpu_ms"] = round(transcode_cpu_ms(video, settings), 1)
+        row["bound"] = f"{100 * row['model_cpu_ms'] / (row['model_cpu_ms'] + row['transcode_cpu_ms']):.0f} %"
         row["vs_model"] = f"{100 * row['e2e_fps'] / row['model_fps']:.0f} %"
         row["vs_all_cores"] = f"{100 * row['e2e_fps'] / row['model_fps_all_cores']:.0f} %"
     print(json.dumps(row))

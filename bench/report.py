@@ -83,3 +83,19 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2))
     (RESULTS / f"{name}-latest.json").write_text(json.dumps(payload, indent=2))
     return path
+
+
+def transcode_cpu_ms(clip: Path, settings: Any) -> float:
+    """The floor of any video job here: the process's CPU per frame to decode ``clip``, convert to BGR and back and
+    encode it with the server's x264 settings (``process_video`` with the identity function, audio copied). When a
+    model alone already fills every core, a pipeline reaches at most ``model_cpu / (model_cpu + this)`` of the
+    model's fps, whatever it overlaps."""
+    import tempfile
+
+    from app.media.pipeline import process_video
+
+    with tempfile.TemporaryDirectory() as d:
+        c0 = time.process_time()
+        res = process_video(clip, Path(d) / "t.mp4", per_frame=lambda f: f, crf=settings.video_crf,
+                            preset=settings.video_preset)
+        return 1000 * (time.process_time() - c0) / max(res.frames, 1)

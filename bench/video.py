@@ -17,7 +17,11 @@ classical swap of one face, paste-back included); ``detect_swap_fps`` runs detec
 best face on the decoded frames, decode not counted. ``cpu_ms`` is the process's CPU time per frame (all
 threads) and ``swap_model_cpu_ms`` the swap model's alone per call: when the model alone already fills every core,
 the pipeline can reach at most ``model_cpu_share`` (their ratio) of its fps, and unlike the fps columns that ratio
-hardly moves when other jobs share the machine. The RSS rows run the near-free
+hardly moves when other jobs share the machine. ``transcode_cpu_ms`` is the floor of any video job (decode, colour
+conversion both ways, x264 with the server's settings, audio copy: ``process_video`` with the identity) and
+``bound`` = ``swap_model_cpu_ms`` / (``swap_model_cpu_ms`` + ``transcode_cpu_ms``): the most any pipeline that
+decodes and encodes the clip could reach of the model alone's fps on a machine the model alone fills, before
+detection, alignment and paste-back. The RSS rows run the near-free
 neural pipeline on a ``--seconds`` clip and on a ``--rss-seconds`` clip (60 by default) in fresh subprocesses.
 """
 
@@ -34,12 +38,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.report import run_child, status_mb, table, write
+from bench.report import run_child, status_mb, table, transcode_cpu_ms, write
 from testkit import standins
 
 COLUMNS = ["config", "frames", "pipeline_fps", "swap_model_fps", "vs_swap_model", "detect_swap_fps", "detect_ms",
-           "swap_ms", "enhance_ms", "other_ms", "cpu_ms", "swap_model_cpu_ms", "model_cpu_share", "peak_rss_mb",
-           "audio"]
+           "swap_ms", "enhance_ms", "other_ms", "cpu_ms", "swap_model_cpu_ms", "model_cpu_share", "transcode_cpu_ms",
+           "bound", "peak_rss_mb", "audio"]
 RSS_COLUMNS = ["clip_seconds", "frames", "pipeline_fps", "peak_rss_mb"]
 SIZE = (1280, 720)
 FPS = 25
@@ -152,6 +156,8 @@ def child(args: Any) -> None:
         row.update(ceilings(hub, cfg["backend"], Path(args.clip), source, res.frames))
         row["vs_swap_model"] = f"{row['pipeline_fps'] / row['swap_model_fps']:.0%}"
         row["model_cpu_share"] = f"{row['swap_model_cpu_ms'] / row['cpu_ms']:.0%}"
+        row["transcode_cpu_ms"] = transcode_cpu_ms(Path(args.clip), settings)
+        row["bound"] = f"{row['swap_model_cpu_ms'] / (row['swap_model_cpu_ms'] + row['transcode_cpu_ms']):.0%}"
     print(json.dumps(row), flush=True)
 
 
