@@ -20,6 +20,7 @@ MAX_OPEN = 0.42  # full opening: the lower lip drops this share of the mouth wid
 LIFT = 0.15  # ... and the upper lip rises this share of that drop
 BOW = 0.5  # the lower lip's drop across the mouth: (1 − r²)^BOW, r = −1 … 1 from inner corner to inner corner
 FEATHER = 0.07  # the interior's soft edge, a share of the mouth width
+EDGE = 0.35  # the interior's opacity where it meets a lip line (its soft edge reaches a little over the lips)
 OPEN_SRC = 0.04  # a source mouth open wider than this share of its width shows its own teeth when opened further
 INNER_MID = [61, 62, 63, 65, 66, 67]  # the inner lips, where they meet
 UPPER_INNER = [60, 61, 62, 63, 64]  # the upper inner lip line, corner to corner
@@ -111,6 +112,7 @@ class PreviewLipSync:
         # Where the source mouth is open the lower inner lip landmarks often sit on the teeth: take the line a
         # little into the lip there, so no edge of tooth is held along the moved lip.
         lower += (0.04 * mouth_w) * np.clip((lower - upper) / (0.1 * mouth_w), 0.0, 1.0)
+        upper, lower = self._snap_closed(frame, centre, e1, e2, grid, upper, lower, mouth_w)
         r = (grid - 0.5 * (s_left + s_right)) / (0.5 * (s_right - s_left))
         bow = np.clip(1.0 - r * r, 0.0, 1.0) ** np.float32(BOW)
         jaw = (1.0 - _smoothstep(0.45 * half, half, np.abs(grid))).astype(np.float32)  # the chin's share
@@ -131,40 +133,69 @@ class PreviewLipSync:
         shift = -drop * share * (1.0 - _smoothstep(chin + drop, bottom, t))
         # Above the raised upper lip: lifted, the stretch spread up to the nose.
         raise_ = lift * b * _smooth01((t - nose) / np.maximum(up - nose, 1.0))
-        # In the gap (under the interior's soft edges): each lip's edge pixel held, so the colour at the moved line
-        # runs on into the interior and fades to dark (no lighter lip or skin pulled in from either side, no repeated
-        # crease); where the source mouth was open (teeth showing), its own inside, carried up with the upper lip.
+        shift = np.where(below >= 0, shift, raise_)
+        # In the gap (under the interior's soft edges): the edge pixel of the nearer lip line held, so the colour at
+        # each moved line runs on into the interior and fades to dark (no lighter lip or skin pulled in from either
+        # side, no repeated crease); where the source mouth was open (teeth showing), under the upper lip its own
+        # inside, carried up with the lip.
         gap = (t >= up) & (below < 0)
-        was_open = low0 - up0
-        top_half = np.where(was_open > OPEN_SRC * mouth_w, np.minimum(t + lift * b, low0), up0)
-        inner = np.where(t < 0.5 * (up + opn), top_half, low0) - t
-        shift = np.where(below >= 0, shift, np.where(gap, inner, raise_))
+        rows, cols = np.flatnonzero(gap.any(axis=1)), np.flatnonzero(gap.any(axis=0))
+        pad = int(np.ceil(max(0.8, FEATHER * mouth_w))) + 1  # the soft edge reaches half a feather over the lips
+        sub = (slice(max(0, int(rows[0]) - pad), int(rows[-1]) + 1 + pad) if rows.size else slice(0, 0),
+               slice(max(0, int(cols[0]) - pad), int(cols[-1]) + 1 + pad) if cols.size else slice(0, 0))
+        ts, ks, b_in, up0_in, low0_in = t[sub], k[sub], b[sub], up0[sub], low0[sub]
+        near = across[:, ks]
+        nearer_top = (ts - up[sub]) * near[0] < (opn[sub] - ts) * near[1]
+        was_open = low0_in - up0_in
+        top = np.where(was_open > OPEN_SRC * mouth_w, np.minimum(ts + lift * b_in, low0_in), up0_in)
+        shift[sub] = np.where(gap[sub], np.where(nearer_top, top, low0_in) - ts, shift[sub])
         map_x = xs + shift * e2[0]
         map_y = ys + shift * e2[1]
         roi = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        rows, cols = np.flatnonzero(gap.any(axis=1)), np.flatnonzero(gap.any(axis=0))
         if rows.size:
-            sub = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-            roi[sub] = self._interior(roi[sub], self._mouth_colours(frame, lm), t[sub], up[sub], opn[sub],
-                                      was_open[sub], b[sub], across[:, k[sub]], mouth_w, min(1.0, drop / 3.0))
+            roi[sub] = self._interior(roi[sub], self._mouth_colours(frame, lm), ts, up[sub], opn[sub],
+                                      was_open * nearer_top, b_in, near, mouth_w, min(1.0, drop / 3.0))
         out = frame.copy()
         out[y1:y2, x1:x2] = roi
         return out
+
+    @staticmethod
+    def _snap_closed(frame: np.ndarray, centre: np.ndarray, e1: np.ndarray, e2: np.ndarray, grid: np.ndarray,
+                     upper: np.ndarray, lower: np.ndarray, mouth_w: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where the source lips meet, both inner lip lines on the darkest line between them (the landmarks are often
+        a pixel or two off it, and a lip edge held a little inside the other lip would read as a light line), found
+        per ``s`` within ``±0.04 · mouth_w`` and smoothed along the mouth. Lines up to 6 % of the mouth width apart
+        count as closed, from 12 % as open (kept as they are), blended in between."""
+        reach = max(1.0, 0.04 * mouth_w)
+        offsets = np.linspace(-reach, reach, 2 * int(np.ceil(2 * reach)) + 1, dtype=np.float32)
+        base = 0.5 * (upper + lower)
+        tt = base[:, None] + offsets[None, :]
+        px = centre[0] + grid[:, None] * e1[0] + tt * e2[0]
+        py = centre[1] + grid[:, None] * e1[1] + tt * e2[1]
+        bgr = cv2.remap(frame, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        crease = base + offsets[np.argmin(bgr @ np.array([0.114, 0.587, 0.299], np.float32), axis=1)]
+        crease = np.convolve(np.pad(crease, 3, mode="edge"), np.full(7, 1 / 7, np.float32), mode="valid")
+        held = np.clip((lower - upper) / (0.06 * mouth_w) - 1.0, 0.0, 1.0)  # 0 closed … 1 open: the landmarks' own
+        return (crease + held * (upper - crease)).astype(np.float32), (crease + held * (lower - crease)).astype(
+            np.float32)
 
     @staticmethod
     def _interior(roi: np.ndarray, colours: tuple[np.ndarray, np.ndarray], t: np.ndarray, up: np.ndarray,
                   opn: np.ndarray, was_open: np.ndarray, bow: np.ndarray, across: np.ndarray, mouth_w: float,
                   strength: float) -> np.ndarray:
         """The mouth interior over the gap between ``up`` and ``opn`` (the moved inner lip lines at each pixel's
-        ``t``), blended over the warped ``roi``: feathered inwards from both lines (``across``: 1/√(1 + slope²) of
-        each line, so the soft edge has the same width on the steep sides); the shadowed inside, darker in the
+        ``t``), blended over the warped ``roi``: its soft edge straddles both lines (a third of it over the lips,
+        a shadow at their inner edge, the rest in the gap; ``across`` is 1/√(1 + slope²) of each line, so the edge
+        has the same width on the steep sides) and fading out at the corners; the shadowed inside, darker in the
         corners and under the teeth; upper teeth under the upper lip: the warped source's own where its mouth was
         open (``was_open``: the source gap between the inner lips), else a faint shadowed tone."""
         dark, light = colours
         height = opn - up
-        feather = np.minimum(max(0.8, FEATHER * mouth_w), 0.3 * height + 0.3)
-        a_top = _smooth01((t - up) * across[0] / feather)
-        a = a_top * _smooth01((opn - t) * across[1] / feather) * strength
+        widest = max(0.8, FEATHER * mouth_w)
+        feather = np.minimum(widest, 0.5 * height + 0.5)
+        a_top = _smooth01(EDGE + (t - up) * across[0] / feather)
+        a = a_top * _smooth01(EDGE + (opn - t) * across[1] / feather) * _smooth01(height / (0.5 * widest)) * strength
         q = np.clip((t - up) / np.maximum(height, 1e-3), 0.0, 1.0)
         shade = (0.7 + 0.6 * q * q) * (0.55 + 0.45 * bow)
         band = np.maximum(0.1 * mouth_w * np.minimum(1.0, height / (0.3 * mouth_w)), 0.6)
@@ -175,8 +206,9 @@ class PreviewLipSync:
                 * (1.0 - _smooth01((t - up - 0.5 * was_open) / np.maximum(0.5 * was_open, 1e-3))))
         warped = roi.astype(np.float32)
         # never lighter than the lip edge held in the gap (a lip darker than the teeth tone, or a dark crease, would
-        # otherwise get a light line inside it)
-        inside = np.minimum(inside, warped)
+        # otherwise get a light line inside it): dimmed to its luminance, keeping the interior's own hue
+        luma = np.array([0.114, 0.587, 0.299], np.float32)
+        inside *= np.minimum(1.0, (warped @ luma + 1.0) / (inside @ luma + 1.0))[..., None]
         inside += keep[..., None] * (0.9 * warped - inside)
         a = a[..., None]
         return np.clip(warped * (1.0 - a) + inside * a + 0.5, 0, 255).astype(np.uint8)
@@ -185,7 +217,7 @@ class PreviewLipSync:
     def _mouth_colours(frame: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The shadowed inside of this mouth and the tone of its upper teeth in that shadow, from the lips' own mean
         colour: the inside is that colour dimmed (a grey face gets a grey-dark mouth, a warm one a dark red-brown,
-        rather than one fixed colour that reads as a purple patch); the teeth are its grey, a little warm, and
+        rather than one fixed colour that reads as a purple patch); the teeth are its grey, somewhat warm, and
         darker than the lips, so the band under the upper lip never reads as a light seam."""
         x, y, bw, bh = cv2.boundingRect(np.round(lm[48:60]).astype(np.int32))
         x, y = max(0, x), max(0, y)
@@ -197,4 +229,4 @@ class PreviewLipSync:
             cv2.fillPoly(lips, [np.round(lm[48:60] - (x, y)).astype(np.int32)], 255)
             mean = np.asarray(cv2.mean(patch, mask=lips if lips.any() else None)[:3], np.float32)
         grey = float(mean @ np.array([0.114, 0.587, 0.299], np.float32))
-        return mean * 0.22, (0.75 * grey + 0.25 * mean) * 0.8
+        return mean * 0.22, (0.6 * grey + 0.4 * mean) * 0.8
