@@ -200,8 +200,10 @@ def _narrow_eyes(affines: np.ndarray, tris: np.ndarray, t_pts: np.ndarray, s_pts
         for up, low in ((eye[1], eye[5]), (eye[2], eye[4])):
             slit[low] = s_pts[up] + (s_pts[low] - s_pts[up]) * (1.0 - shut)
             below[low] = s_pts[low] + down * (_LID_MARGIN * width * shut)
-        inside = np.isin(tris, eye).all(axis=1)
-        under = ~inside & np.isin(tris, eye[[4, 5]]).any(axis=1) & ~np.isin(tris, eye[[1, 2]]).any(axis=1)
+        inside = ((tris >= eye[0]) & (tris <= eye[-1])).all(axis=1)
+        lower = ((tris == eye[4]) | (tris == eye[5])).any(axis=1)
+        upper = ((tris == eye[1]) | (tris == eye[2])).any(axis=1)
+        under = ~inside & lower & ~upper
         for sel, src in ((inside, slit), (under, below)):
             if sel.any():
                 affines[sel] = _affines(t_pts, src, tris[sel])[0]
@@ -275,25 +277,30 @@ def _feather(mask: np.ndarray, radius: int) -> np.ndarray:
     return soft
 
 
-def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of ``img`` (H, W, C float32) using only the pixels inside ``mask`` (bool): normalised
-    convolution, so colours from outside the mask do not leak in. Wide blurs run on a downscaled copy
-    (the result is smooth, so nothing is lost) and are scaled back up."""
+def _masked_blur(
+    images: tuple[np.ndarray, ...], mask: np.ndarray, sigma: float, detail: float = 4.0
+) -> list[np.ndarray]:
+    """Gaussian blur of each of ``images`` (H, W, C float32) using only the pixels inside ``mask`` (bool):
+    normalised convolution, so colours from outside the mask do not leak in (the mask's blur is shared). Blurs
+    wider than ``detail`` pixels run on a copy downscaled to that many pixels per sigma (the result is smooth,
+    so nothing is lost) and are scaled back up."""
     h, w = mask.shape
     m = mask.astype(np.float32)
-    f = min(1.0, 4.0 / sigma)
+    f = min(1.0, detail / sigma)
+    size = (max(4, round(w * f)), max(4, round(h * f)))
     if f < 1.0:
-        size = (max(4, round(w * f)), max(4, round(h * f)))
-        img_s = cv2.resize(img * m[..., None], size, interpolation=cv2.INTER_AREA)
         m_s = cv2.resize(m, size, interpolation=cv2.INTER_AREA)
         sigma_s = sigma * size[0] / w
     else:
-        img_s, m_s, sigma_s = img * m[..., None], m, sigma
-    num = cv2.GaussianBlur(img_s, (0, 0), sigma_s, borderType=cv2.BORDER_REPLICATE)
-    den = cv2.GaussianBlur(m_s, (0, 0), sigma_s, borderType=cv2.BORDER_REPLICATE)
-    out = num / np.maximum(den, 1e-4)[..., None]
-    if f < 1.0:
-        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+        m_s, sigma_s = m, sigma
+    den = np.maximum(cv2.GaussianBlur(m_s, (0, 0), sigma_s, borderType=cv2.BORDER_REPLICATE), 1e-4)[..., None]
+    out = []
+    for img in images:
+        img_s = img * m[..., None]
+        if f < 1.0:
+            img_s = cv2.resize(img_s, size, interpolation=cv2.INTER_AREA)
+        blurred = cv2.GaussianBlur(img_s, (0, 0), sigma_s, borderType=cv2.BORDER_REPLICATE) / den
+        out.append(cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR) if f < 1.0 else blurred)
     return out
 
 
@@ -323,9 +330,8 @@ def _match_colour(
     bgr = np.clip(cv2.cvtColor(s.astype(np.float32), cv2.COLOR_LAB2BGR) * 255.0, 0.0, 255.0)
     if relight_sigma > 0 and int(region.sum()) >= 16:
         eps = 4.0
-        gain = (_masked_blur(dst.astype(np.float32), region, relight_sigma) + eps) / (
-            _masked_blur(bgr, region, relight_sigma) + eps
-        )
+        dst_blur, src_blur = _masked_blur((dst.astype(np.float32), bgr), region, relight_sigma)
+        gain = (dst_blur + eps) / (src_blur + eps)
         # Brightness and hue are bounded apart: the hue may move far (a grey source takes the target's skin
         # colour), the brightness only within _RELIGHT_LIGHT. Where the source is locally much darker than the
         # target (its fringe's shadow above the brows, a small blurred eye) an unbounded gain burns the skin
@@ -343,15 +349,23 @@ def _match_edge(img: np.ndarray, dst: np.ndarray, region: np.ndarray, weight: np
 
     Used under the hairline: the lighting match's wide blur cannot follow a forehead that brightens towards
     the top (a lit or shiny forehead), so the swapped skin ended in a visible step just above the brows."""
-    if not np.any(weight > 0) or int(region.sum()) < 16:
+    rows = np.nonzero((weight > 0).any(axis=1))[0]
+    if len(rows) == 0:
         return img
-    src = img.astype(np.float32)
+    # Only the rows of the band, with three sigmas of context above and below.
+    y0, y1 = max(0, int(rows[0] - 3 * sigma)), min(img.shape[0], int(rows[-1] + 3 * sigma) + 1)
+    sub = (slice(y0, y1),)
+    if int(region[sub].sum()) < 16:
+        return img
+    src = img[sub].astype(np.float32)
     eps = 4.0
-    gain = (_masked_blur(dst.astype(np.float32), region, sigma) + eps) / (_masked_blur(src, region, sigma) + eps)
+    dst_blur, src_blur = _masked_blur((dst[sub].astype(np.float32), src), region[sub], sigma, detail=2.0)
+    gain = (dst_blur + eps) / (src_blur + eps)
     light = gain.mean(axis=2, keepdims=True)
     gain = np.clip(gain / light, 0.5, 2.0) * np.clip(light, *_RELIGHT_LIGHT)
-    out = src * (1.0 + weight[..., None] * (gain - 1.0))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = img.copy()
+    out[sub] = np.clip(src * (1.0 + weight[sub][..., None] * (gain - 1.0)) + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _poisson(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -515,7 +529,9 @@ class ClassicalSwapper:
         index = np.zeros((rh, rw), np.uint16)  # triangle id + 1, 0 = outside every triangle
         mult = 1 << _SUBPIX_SHIFT
         # Triangles inside the eyes first: where a shut eye's lids cross, the lids' triangles cover them.
-        in_eye = np.isin(tris, LEFT_EYE).all(axis=1) | np.isin(tris, RIGHT_EYE).all(axis=1)
+        in_eye = ((tris >= LEFT_EYE[0]) & (tris <= LEFT_EYE[-1])).all(axis=1) | (
+            (tris >= RIGHT_EYE[0]) & (tris <= RIGHT_EYE[-1])
+        ).all(axis=1)
         for i in np.nonzero(ok)[0][np.argsort(~in_eye[ok], kind="stable")]:
             poly = np.round(t_loc[tris[i]] * mult).astype(np.int32)
             cv2.fillConvexPoly(index, poly, int(i) + 1, cv2.LINE_8, _SUBPIX_SHIFT)
@@ -549,8 +565,16 @@ class ClassicalSwapper:
         ext_r = limit[-1] + (limit[-1] - limit[-2]) * 3.0
         top_poly = np.concatenate([[ext_l], limit, [ext_r], [ext_r - 3.0 * t_up], [ext_l - 3.0 * t_up]])
         cv2.fillPoly(top_mask, [np.round(top_poly * mult).astype(np.int32)], 255, cv2.LINE_8, _SUBPIX_SHIFT)
-        # Distance below the hairline: the band where the lighting is matched at a finer scale.
-        below_hairline = cv2.distanceTransform(top_mask, cv2.DIST_L2, 3)
+        # The band under the hairline where the lighting is matched at a finer scale (1 at the hairline, 0 from
+        # _TOP_BAND below it), from the distance transform of the rows it can reach only.
+        depth = _TOP_BAND * t_size
+        hair_y = top_poly[: len(limit) + 2, 1]
+        ys0 = min(rh, max(0, int(np.floor(hair_y.min())) - 1))
+        ys1 = min(rh, max(ys0, int(np.ceil(hair_y.max() + depth)) + 2))
+        hair_band = np.zeros((rh, rw), np.float32)
+        if ys1 > ys0:
+            below = cv2.distanceTransform(top_mask[ys0:ys1], cv2.DIST_L2, 3)
+            hair_band[ys0:ys1] = np.clip(1.0 - below / depth, 0.0, 1.0)
         top_mask[face_mask == 0] = 0
         face_mask = top_mask
         alpha *= _feather(top_mask, max(1, round(_TOP_FEATHER * t_size)))
@@ -571,14 +595,13 @@ class ClassicalSwapper:
         features = _feature_mask(t_lm - (x0 + bx, y0 + by), (bh, bw), t_size)
         skin_stats = stats_mask & ~features
         skin_region = (face_mask > 0) & ~features
+        light_region = skin_region if skin_region.sum() >= 16 else face_mask > 0
         corrected = _match_colour(
-            warped, target_roi, skin_stats if skin_stats.sum() >= 16 else stats_mask,
-            skin_region if skin_region.sum() >= 16 else face_mask > 0, self.relight * t_size,
+            warped, target_roi, skin_stats if skin_stats.sum() >= 16 else stats_mask, light_region,
+            self.relight * t_size,
         )
         if self.relight > 0:
-            band = np.clip(1.0 - below_hairline[box] / (_TOP_BAND * t_size), 0.0, 1.0)
-            corrected = _match_edge(corrected, target_roi, skin_region if skin_region.sum() >= 16 else face_mask > 0,
-                                    band, _TOP_BAND * t_size / 2.0)
+            corrected = _match_edge(corrected, target_roi, light_region, hair_band[box], depth / 2.0)
 
         if self.poisson:
             clone_mask = np.where(_erode(face_mask, 1.0), 255, 0).astype(np.uint8)
