@@ -112,7 +112,7 @@ class PreviewLipSync:
         # Where the source mouth is open the lower inner lip landmarks often sit on the teeth: take the line a
         # little into the lip there, so no edge of tooth is held along the moved lip.
         lower += (0.04 * mouth_w) * np.clip((lower - upper) / (0.1 * mouth_w), 0.0, 1.0)
-        upper, lower = self._snap_closed(frame, centre, e1, e2, grid, upper, lower, mouth_w)
+        upper, lower = self._snap_closed(frame, centre, e1, e2, grid, upper, lower, s_left, s_right, mouth_w)
         r = (grid - 0.5 * (s_left + s_right)) / (0.5 * (s_right - s_left))
         bow = np.clip(1.0 - r * r, 0.0, 1.0) ** np.float32(BOW)
         jaw = (1.0 - _smoothstep(0.45 * half, half, np.abs(grid))).astype(np.float32)  # the chin's share
@@ -120,19 +120,25 @@ class PreviewLipSync:
         # 1/√(1 + slope²): a distance along t times this is the distance across the line (the feather's width)
         across = np.stack([1.0 / np.sqrt(1.0 + np.gradient(line, 0.5) ** 2) for line in (raised, opened)]
                           ).astype(np.float32)
-        ys, xs = np.mgrid[y1:y2, x1:x2].astype(np.float32)
+        xs = np.arange(x1, x2, dtype=np.float32)[None, :]
+        ys = np.arange(y1, y2, dtype=np.float32)[:, None]
         rx, ry = xs - centre[0], ys - centre[1]
         s = rx * e1[0] + ry * e1[1]
         t = rx * e2[0] + ry * e2[1]
-        k = np.clip(((s - s0) * 2.0 + 0.5).astype(np.int32), 0, grid.size - 1)
-        b, up0, low0, up, opn = bow[k], upper[k], lower[k], raised[k], opened[k]
+        k = ((s - s0) * 2.0 + 0.5).astype(np.int32)
+        # one gather from an interleaved table (much cheaper than one per table)
+        to_lip = 1.0 / np.maximum(raised - nose, 1.0)  # 1 / (the nose to the raised upper lip)
+        per_s = np.zeros((grid.size, 8), np.float32)  # 8 columns: numpy's gather is fastest on rows of 4 or 8
+        per_s[:, :5] = np.stack([bow, raised, opened, jaw, to_lip], axis=1)
+        per_s = np.take(per_s, k, axis=0, mode="clip")
+        b, up, opn, jaw_k, to_lip_k = (per_s[..., i] for i in range(5))
         # Below the moved lower lip: shifted by the local drop (lower lip → chin: bow → jaw; fading under the chin).
         below = t - opn
         depth = _smoothstep(max(1.0, float(t_lm[57] - t_lm[66])), max(2.0, chin - float(t_lm[66])), below)
-        share = b + depth * (jaw[k] - b)
+        share = b + depth * (jaw_k - b)
         shift = -drop * share * (1.0 - _smoothstep(chin + drop, bottom, t))
         # Above the raised upper lip: lifted, the stretch spread up to the nose.
-        raise_ = lift * b * _smooth01((t - nose) / np.maximum(up - nose, 1.0))
+        raise_ = (lift * b) * _smooth01((t - nose) * to_lip_k)
         shift = np.where(below >= 0, shift, raise_)
         # In the gap (under the interior's soft edges): the edge pixel of the nearer lip line held, so the colour at
         # each moved line runs on into the interior and fades to dark (no lighter lip or skin pulled in from either
@@ -143,8 +149,10 @@ class PreviewLipSync:
         pad = int(np.ceil(max(0.8, FEATHER * mouth_w))) + 1  # the soft edge reaches half a feather over the lips
         sub = (slice(max(0, int(rows[0]) - pad), int(rows[-1]) + 1 + pad) if rows.size else slice(0, 0),
                slice(max(0, int(cols[0]) - pad), int(cols[-1]) + 1 + pad) if cols.size else slice(0, 0))
-        ts, ks, b_in, up0_in, low0_in = t[sub], k[sub], b[sub], up0[sub], low0[sub]
-        near = across[:, ks]
+        ts, ks, b_in = t[sub], k[sub], b[sub]
+        up0_in, low0_in, near_top, near_low = np.moveaxis(
+            np.take(np.stack([upper, lower, across[0], across[1]], axis=1), ks, axis=0, mode="clip"), -1, 0)
+        near = np.stack([near_top, near_low])
         nearer_top = (ts - up[sub]) * near[0] < (opn[sub] - ts) * near[1]
         was_open = low0_in - up0_in
         top = np.where(was_open > OPEN_SRC * mouth_w, np.minimum(ts + lift * b_in, low0_in), up0_in)
@@ -161,24 +169,32 @@ class PreviewLipSync:
 
     @staticmethod
     def _snap_closed(frame: np.ndarray, centre: np.ndarray, e1: np.ndarray, e2: np.ndarray, grid: np.ndarray,
-                     upper: np.ndarray, lower: np.ndarray, mouth_w: float) -> tuple[np.ndarray, np.ndarray]:
+                     upper: np.ndarray, lower: np.ndarray, s_left: float, s_right: float,
+                     mouth_w: float) -> tuple[np.ndarray, np.ndarray]:
         """Where the source lips meet, both inner lip lines on the darkest line between them (the landmarks are often
         a pixel or two off it, and a lip edge held a little inside the other lip would read as a light line), found
         per ``s`` within ``±0.04 · mouth_w`` and smoothed along the mouth. Lines up to 6 % of the mouth width apart
         count as closed, from 12 % as open (kept as they are), blended in between."""
         reach = max(1.0, 0.04 * mouth_w)
-        offsets = np.linspace(-reach, reach, 2 * int(np.ceil(2 * reach)) + 1, dtype=np.float32)
-        base = 0.5 * (upper + lower)
+        span = np.flatnonzero((grid >= s_left) & (grid <= s_right))  # beyond the corners the lines are not used
+        if span.size < 2:
+            return upper, lower
+        upper, lower = upper.copy(), lower.copy()
+        g, up, low = grid[span], upper[span], lower[span]
+        offsets = np.linspace(-reach, reach, min(2 * int(np.ceil(2 * reach)) + 1, 13), dtype=np.float32)
+        base = 0.5 * (up + low)
         tt = base[:, None] + offsets[None, :]
-        px = centre[0] + grid[:, None] * e1[0] + tt * e2[0]
-        py = centre[1] + grid[:, None] * e1[1] + tt * e2[1]
+        px = centre[0] + g[:, None] * e1[0] + tt * e2[0]
+        py = centre[1] + g[:, None] * e1[1] + tt * e2[1]
         bgr = cv2.remap(frame, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         crease = base + offsets[np.argmin(bgr @ np.array([0.114, 0.587, 0.299], np.float32), axis=1)]
-        crease = np.convolve(np.pad(crease, 3, mode="edge"), np.full(7, 1 / 7, np.float32), mode="valid")
-        held = np.clip((lower - upper) / (0.06 * mouth_w) - 1.0, 0.0, 1.0)  # 0 closed … 1 open: the landmarks' own
-        return (crease + held * (upper - crease)).astype(np.float32), (crease + held * (lower - crease)).astype(
-            np.float32)
+        crease = np.convolve(np.concatenate([crease[:1].repeat(3), crease, crease[-1:].repeat(3)]),
+                             np.full(7, 1 / 7, np.float32), mode="valid")
+        held = np.clip((low - up) / (0.06 * mouth_w) - 1.0, 0.0, 1.0)  # 0 closed … 1 open: the landmarks' own
+        upper[span] = crease + held * (up - crease)
+        lower[span] = crease + held * (low - crease)
+        return upper, lower
 
     @staticmethod
     def _interior(roi: np.ndarray, colours: tuple[np.ndarray, np.ndarray], t: np.ndarray, up: np.ndarray,
@@ -200,18 +216,21 @@ class PreviewLipSync:
         shade = (0.7 + 0.6 * q * q) * (0.55 + 0.45 * bow)
         band = np.maximum(0.1 * mouth_w * np.minimum(1.0, height / (0.3 * mouth_w)), 0.6)
         teeth = TEETH * a_top * (1.0 - _smooth01(2.0 * (t - up) / band - 1.0))  # flat, then fading out
-        shadow = dark * shade[..., None]
-        inside = shadow + teeth[..., None] * (light - shadow)
         keep = (_smooth01((was_open - OPEN_SRC * mouth_w) / (0.05 * mouth_w))
                 * (1.0 - _smooth01((t - up - 0.5 * was_open) / np.maximum(0.5 * was_open, 1e-3))))
-        warped = roi.astype(np.float32)
+        # inside = c_dark · dark + c_light · light, worked on as two scalar fields (cheaper than colour arrays)
+        c_dark, c_light = shade * (1.0 - teeth), teeth
         # never lighter than the lip edge held in the gap (a lip darker than the teeth tone, or a dark crease, would
         # otherwise get a light line inside it): dimmed to its luminance, keeping the interior's own hue
         luma = np.array([0.114, 0.587, 0.299], np.float32)
-        inside *= np.minimum(1.0, (warped @ luma + 1.0) / (inside @ luma + 1.0))[..., None]
-        inside += keep[..., None] * (0.9 * warped - inside)
-        a = a[..., None]
-        return np.clip(warped * (1.0 - a) + inside * a + 0.5, 0, 255).astype(np.uint8)
+        edge = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        cap = np.minimum(1.0, (edge + 1.0) / (c_dark * float(dark @ luma) + c_light * float(light @ luma) + 1.0))
+        # out = roi · (1 − a) + a · (inside + keep · (0.9 · roi − inside)), a channel at a time (numpy's broadcasting
+        # of a field against a colour costs several times more), rounded and saturated by OpenCV
+        mix = a * (1.0 - keep) * cap
+        over, m_dark, m_light = 1.0 - a + 0.9 * a * keep, mix * c_dark, mix * c_light
+        return cv2.convertScaleAbs(cv2.merge([c.astype(np.float32) * over + m_dark * float(dark[i])
+                                              + m_light * float(light[i]) for i, c in enumerate(cv2.split(roi))]))
 
     @staticmethod
     def _mouth_colours(frame: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
