@@ -73,10 +73,12 @@ class PreviewLipSync:
         it move down by ``drop · bow(s)`` (``bow`` is 1 mid-mouth and 0 at the inner corners: the lower lip bows and
         is moved, not stretched), widening with depth to the jaw's fall-off so the chin drops as a whole and the
         neck below it is compressed; the upper inner lip line rises a little (``LIFT``), the skin up to the nose
-        taking the stretch. The gap between the two moved lines is the mouth interior, bounded by the same curves,
-        so the dark meets the lips exactly. Under its soft edges the gap shows the lips' own colour (sampled just
-        inside each lip, not on the line where they meet, which may be teeth or skin), then a band of upper teeth
-        (the source's own when its mouth was open, else a faint shadowed tone) and the shadowed inside."""
+        taking the stretch. Closed lips open from the darkest line between them (the landmarks are often a pixel
+        off it). The gap between the two moved lines is the mouth interior, bounded by the same curves, so the
+        dark meets the lips exactly; under its soft edge (which straddles the lines) each gap pixel holds the edge
+        pixel of the nearer lip, so the lip's own colour runs into the dark without a lighter line. Under the upper
+        lip a band of upper teeth: the source's own where its mouth was open, else a faint tone never lighter than
+        the lip edge."""
         lm = np.asarray(landmarks, np.float32)
         corner = lm[54] - lm[48]
         mouth_w = float(np.linalg.norm(corner))
@@ -126,9 +128,9 @@ class PreviewLipSync:
         s = rx * e1[0] + ry * e1[1]
         t = rx * e2[0] + ry * e2[1]
         k = ((s - s0) * 2.0 + 0.5).astype(np.int32)
-        # one gather from an interleaved table (much cheaper than one per table)
+        # One gather from an interleaved table, 8 columns wide (several times cheaper than one gather per table).
         to_lip = 1.0 / np.maximum(raised - nose, 1.0)  # 1 / (the nose to the raised upper lip)
-        per_s = np.zeros((grid.size, 8), np.float32)  # 8 columns: numpy's gather is fastest on rows of 4 or 8
+        per_s = np.zeros((grid.size, 8), np.float32)
         per_s[:, :5] = np.stack([bow, raised, opened, jaw, to_lip], axis=1)
         per_s = np.take(per_s, k, axis=0, mode="clip")
         b, up, opn, jaw_k, to_lip_k = (per_s[..., i] for i in range(5))
