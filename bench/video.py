@@ -9,7 +9,9 @@ tone), ``--seconds`` long (10 by default). Every configuration runs in a fresh s
   processing, paste-back and the pipeline, not a network);
 - ``neural-heavy``: the same with ``make_inswapper_heavy`` (about 10 GFLOP of real convolutions per call, the order
   of inswapper_128 itself);
-- ``neural-heavy+gfpgan``: the same plus face restoration (GFPGAN stand-in, ``face_upsample`` with upscale 1).
+- ``neural-heavy+gfpgan``: the same plus face restoration (GFPGAN stand-in, ``face_upsample`` with upscale 1);
+- ``neural-heavy-batched``: the heavy stand-in with a dynamic batch, so the pipeline calls it with
+  ``FACEAPI_VIDEO_BATCH_SIZE`` faces from consecutive frames (and the model alone is timed on such batches).
 
 Ceilings, measured in the same subprocess after the pipeline (after its RSS is read): ``swap_model_fps`` calls the
 swap model alone as many times as there are frames (the ONNX session on one prepared crop; for builtin the
@@ -55,6 +57,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "neural": {"backend": "neural", "weights": "light", "options": {}},
     "neural-heavy": {"backend": "neural", "weights": "heavy", "options": {}},
     "neural-heavy+gfpgan": {"backend": "neural", "weights": "heavy", "options": {"face_upsample": True}},
+    "neural-heavy-batched": {"backend": "neural", "weights": "heavy-batched", "options": {}},
 }
 
 
@@ -114,7 +117,9 @@ def make_weights(tmp: Path) -> dict[str, Path]:
     heavy = standins.make_weights_dir(tmp / "heavy", shape, [stand_in_face()])
     standins.make_inswapper_heavy(heavy / "inswapper_128.onnx")
     make_enhance_weights(heavy)
-    return {"light": light, "heavy": heavy}
+    batched = standins.make_weights_dir(tmp / "heavy-batched", shape, [stand_in_face()])
+    standins.make_inswapper_heavy(batched / "inswapper_128.onnx", batch="B")
+    return {"light": light, "heavy": heavy, "heavy-batched": batched}
 
 
 # ------------------------------------------------------------------------------------------- one subprocess
@@ -178,21 +183,28 @@ def ceilings(hub: Any, backend: str, clip: Path, source: Path, calls: int) -> di
     assert face is not None, "no face in the benchmark clip"
     # The swap model alone, ``calls`` times.
     if backend == "neural":
+        # in the pipeline's batches: FACEAPI_VIDEO_BATCH_SIZE crops a call when the graph takes any batch
+        batch = Settings().video_batch_size if swapper.fixed_batch is None else swapper.fixed_batch
         crop, _ = align.norm_crop(first, face.kps, swapper.crop_size)
-        blob = cv2.dnn.blobFromImage(crop, 1.0 / 255.0, crop.shape[:2][::-1], (0.0, 0.0, 0.0), swapRB=True)
-        feeds = {swapper.input_names[0]: blob, swapper.input_names[1]: swapper.latent(sources.faces[0])}
+        blob = cv2.dnn.blobFromImages([crop] * batch, 1.0 / 255.0, crop.shape[:2][::-1], (0.0, 0.0, 0.0),
+                                      swapRB=True)
+        lat = np.repeat(swapper.latent(sources.faces[0]), batch, axis=0)
+        feeds = {swapper.input_names[0]: blob, swapper.input_names[1]: lat}
+        calls = -(-calls // batch)
 
         def once() -> None:
             swapper.session.run(None, feeds)
     else:
+        batch = 1
+
         def once() -> None:
             swapper.get(first, face, sources.faces[0], sources.images[0])
     once()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(calls):
         once()
-    swap_model_fps = calls / (time.perf_counter() - t0)
-    swap_model_cpu_ms = 1000 * (time.process_time() - c0) / calls
+    swap_model_fps = calls * batch / (time.perf_counter() - t0)
+    swap_model_cpu_ms = 1000 * (time.process_time() - c0) / (calls * batch)
     # Detect + swap (with paste-back) on decoded frames; decoding is not timed.
     spent = 0.0
     n = 0

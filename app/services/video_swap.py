@@ -35,6 +35,7 @@ from app.services.faceswap import (
     load_sources,
     swap_pairs,
 )
+from models import align
 from models.face import Face, best_face
 from models.masks.mouth import keep_mouths
 from models.swap.pairing import pair_faces
@@ -75,9 +76,18 @@ class FrameSwapper:
     painted there); then the released frames are paired by mode, per track, and swapped in order."""
 
     def __init__(self, ctx: SwapContext, sources: Sources, options: VideoSwapOptions, fps: float,
-                 plan: EnhancePlan | None, timings: Timings) -> None:
+                 plan: EnhancePlan | None, timings: Timings, batch_size: int = 1) -> None:
         self.ctx, self.sources, self.options, self.plan, self.timings = ctx, sources, options, plan, timings
         self.analyser = ctx.hub.analyser(sources.backend)
+        # Across frames, the swap model gets ``batch_size`` faces a call when its graph takes a batch (frames wait
+        # in ``_held`` until enough faces are ready); a fixed-batch graph, the built-in swap or refinement passes
+        # (which re-detect each swapped frame) go one frame at a time.
+        swapper = ctx.hub.swapper(sources.backend)
+        self.batch_size = batch_size if (batch_size > 1 and hasattr(swapper, "swap_crops")
+                                         and getattr(swapper, "fixed_batch", 1) is None
+                                         and ctx.options.face_refinement_steps <= 1) else 1
+        self._held: list[tuple[np.ndarray, list[tuple[int, Face]]]] = []
+        self._latents: dict[int, np.ndarray] = {}
         self.fps = max(float(fps), 1.0)
         self.tracker = FaceTracker(smoothing=options.smoothing, fps=self.fps)
         self.bridge: GapBridge[np.ndarray] = GapBridge()
@@ -103,7 +113,9 @@ class FrameSwapper:
         out: list[np.ndarray] = []
         while self._pending:
             out += self._release(*self._pending.popleft())
-        return out + [self._swap(f, faces) for f, _, faces in self.bridge.flush()]
+        for f, _, faces in self.bridge.flush():
+            out += self._emit(f, faces)
+        return out + self._run_held()
 
     def close(self) -> None:
         for _, fut in self._pending:
@@ -128,9 +140,55 @@ class FrameSwapper:
         t, cut, tracks = analysed.result()
         out: list[np.ndarray] = []
         if cut:  # a gap never spans a cut, and pairings start afresh in the new shot
-            out += [self._swap(f, faces) for f, _, faces in self.bridge.flush()]
+            for f, _, faces in self.bridge.flush():
+                out += self._emit(f, faces)
             self.main_track, self.assigned = None, {}
-        return out + [self._swap(f, faces) for f, _, faces in self.bridge.push(frame, t, tracks)]
+        for f, _, faces in self.bridge.push(frame, t, tracks):
+            out += self._emit(f, faces)
+        return out
+
+    def _emit(self, frame: np.ndarray, faces: list[tuple[int, Face]]) -> list[np.ndarray]:
+        """A released frame: swapped now, or held for the next batched model call (then every frame held so far
+        comes out, in order, once it has enough faces)."""
+        if self.batch_size == 1:
+            return [self._swap(frame, faces)]
+        with self.timings.stage("detect"):
+            pairs = self.pairs(frame, faces)
+        self._held.append((frame, pairs))
+        if sum(len(p) for _, p in self._held) < self.batch_size and len(self._held) < self.batch_size:
+            return []  # at most ``batch_size`` frames wait, faces or not
+        return self._run_held()
+
+    def _run_held(self) -> list[np.ndarray]:
+        """The held frames' faces through the swap model in batches, each pasted back onto its frame."""
+        held, self._held = self._held, []
+        if not held:
+            return []
+        swapper = self.ctx.hub.swapper(self.sources.backend)
+        crops: list[np.ndarray] = []
+        mats: list[np.ndarray] = []
+        latents: list[np.ndarray] = []
+        with self.timings.stage("swap"):
+            for frame, pairs in held:
+                for s, face in pairs:
+                    crop, m = align.norm_crop(frame, face.kps, swapper.crop_size)
+                    crops.append(crop)
+                    mats.append(m)
+                    latents.append(self._latent(swapper, s))
+            swapped = iter(zip(swapper.swap_crops(crops, latents, self.batch_size), mats, strict=True))
+            out: list[tuple[np.ndarray, np.ndarray, list[Face]]] = []
+            for frame, pairs in held:
+                img = frame
+                for _ in pairs:
+                    crop, m = next(swapped)
+                    img = align.paste_back(img, crop, m)
+                out.append((frame, img, [face for _, face in pairs]))
+        return [self._finish(frame, img, placed) if placed else frame for frame, img, placed in out]
+
+    def _latent(self, swapper: object, s: int) -> np.ndarray:
+        if s not in self._latents:
+            self._latents[s] = swapper.latent(self.sources.faces[s])  # type: ignore[attr-defined]
+        return self._latents[s]
 
     def _swap(self, frame: np.ndarray, faces: list[tuple[int, Face]]) -> np.ndarray:
         """One released frame with its resolved faces (track id, face): paired by mode, swapped, finished."""
@@ -139,6 +197,10 @@ class FrameSwapper:
         if not pairs:
             return frame
         out, placed = swap_pairs(self.ctx, self.sources, frame, pairs, self.timings)
+        return self._finish(frame, out, placed)
+
+    def _finish(self, frame: np.ndarray, out: np.ndarray, placed: list[Face]) -> np.ndarray:
+        """After the swap: the target's mouths kept (``mouth_mask``), restoration, the swapped-frame count."""
         if self.options.mouth_mask:
             with self.timings.stage("mouth"):
                 out = keep_mouths(out, frame, placed, self.ctx.hub.parser)
@@ -220,7 +282,7 @@ def swap_video(ctx: SwapContext, options: VideoSwapOptions, settings: Settings, 
     plan = None
     if enhance is not None:
         plan = plan_enhancement(ctx.hub, enhance, info.width, info.height, settings.max_video_pixels, ENHANCER_FIELD)
-    swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings)
+    swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings, settings.video_batch_size)
     try:
         result = process_video(
             target_path, out_path, stage=swapper, field=TARGET_FIELD, info=info,

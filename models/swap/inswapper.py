@@ -40,6 +40,7 @@ class InSwapper(OnnxModel):
         self.emap: np.ndarray | None = None
         self.crop_size = 128
         self.input_names: tuple[str, str] = ("target", "source")
+        self.fixed_batch: int | None = 1  # the graph's batch size; None when it takes any (a dynamic first dim)
 
     def _setup(self, session) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
         inputs = session.get_inputs()
@@ -48,6 +49,8 @@ class InSwapper(OnnxModel):
         size = inputs[0].shape[2]
         self.crop_size = int(size) if isinstance(size, int) else 128
         self.input_names = (inputs[0].name, inputs[1].name)
+        batch = inputs[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.emap = read_emap(self.model_path)
 
     def latent(self, source: Face) -> np.ndarray:
@@ -66,12 +69,24 @@ class InSwapper(OnnxModel):
         if self.session is None:
             self.prepare()
         crop, m = align.norm_crop(img, target.kps, self.crop_size)
-        blob = cv2.dnn.blobFromImage(crop, 1.0 / 255.0, (self.crop_size, self.crop_size), (0.0, 0.0, 0.0),
-                                     swapRB=True)
-        pred = self.run({self.input_names[0]: blob, self.input_names[1]: latent})
-        rgb = pred.transpose((0, 2, 3, 1))[0]
-        bgr = np.ascontiguousarray(np.clip(255 * rgb, 0, 255).astype(np.uint8)[:, :, ::-1])
-        return bgr, m
+        return self.swap_crops([crop], [latent])[0], m
+
+    def swap_crops(self, crops: list[np.ndarray], latents: list[np.ndarray], batch_size: int = 1) -> list[np.ndarray]:
+        """Swapped BGR uint8 crops for aligned BGR ``crops`` (``crop_size``², from ``align.norm_crop``) and their
+        (1, 512) latents: ``batch_size`` crops per call when the graph takes any batch, else its fixed batch
+        (inswapper_128.onnx: one)."""
+        if self.session is None:
+            self.prepare()
+        step = max(1, batch_size) if self.fixed_batch is None else self.fixed_batch
+        out: list[np.ndarray] = []
+        size = (self.crop_size, self.crop_size)
+        for i in range(0, len(crops), step):
+            blob = cv2.dnn.blobFromImages(crops[i:i + step], 1.0 / 255.0, size, (0.0, 0.0, 0.0), swapRB=True)
+            lat = np.concatenate(latents[i:i + step], axis=0).astype(np.float32, copy=False)
+            pred = self.run({self.input_names[0]: blob, self.input_names[1]: lat})
+            out += [np.ascontiguousarray(np.clip(255 * rgb, 0, 255).astype(np.uint8)[:, :, ::-1])
+                    for rgb in pred.transpose((0, 2, 3, 1))]
+        return out
 
     def get(self, img: np.ndarray, target: Face, source: Face, source_img: np.ndarray | None = None) -> np.ndarray:
         """A copy of ``img`` with ``target``'s face replaced by ``source``'s identity."""

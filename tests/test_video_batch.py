@@ -1,0 +1,91 @@
+"""Video face swap with the swap model batched across frames: a graph with a dynamic batch gets
+``FACEAPI_VIDEO_BATCH_SIZE`` faces a call and gives the same video as one face a call; a fixed-batch graph (like
+inswapper_128.onnx) keeps one face a call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testkit import standins
+from testkit.clips import write_frames_clip
+from tests.test_video_swap import FPS, ORIGIN, pan_frames, read_video
+
+FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def clip_and_faces(tmp_path_factory: pytest.TempPathFactory, t1_bgr: np.ndarray) -> tuple[Path, list]:
+    frames = pan_frames(t1_bgr, FRAMES)
+    faces = [([b[0] - ORIGIN[0], b[1] - ORIGIN[1], b[2] - ORIGIN[0], b[3] - ORIGIN[1]],
+              [[x - ORIGIN[0], y - ORIGIN[1]] for x, y in k]) for b, k in [standins.T1_FACES[3]]]
+    clip = write_frames_clip(tmp_path_factory.mktemp("batch") / "pan.mp4", frames, FPS)
+    return clip, faces
+
+
+def _hub(d: Path, shape: tuple[int, ...], faces: list, dynamic: bool):  # noqa: ANN202
+    from models.hub import ModelHub
+
+    w = standins.make_weights_dir(d, shape, faces)
+    if dynamic:  # the same picture as the fixed-batch stand-in, with a dynamic first dimension
+        standins.make_inswapper_heavy(w / "inswapper_128.onnx", convs=1, width=4, batch="B")
+    hub = ModelHub(w, ["analyze", "faceswap"], provider_pref="cpu")
+    hub.load()
+    return hub
+
+
+def _swap(hub, clip: Path, out: Path, source: Path, batch: int) -> tuple[object, list[int]]:  # noqa: ANN001
+    from app.config import Settings
+    from app.schemas import VideoSwapOptions
+    from app.services.faceswap import swap_context
+    from app.services.video_swap import swap_video
+
+    swapper = hub.swappers["neural"]
+    sizes: list[int] = []
+    real_run = swapper.run
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:  # the real session, recording each call's batch
+        sizes.append(int(feeds[swapper.input_names[0]].shape[0]))
+        return real_run(feeds)
+
+    swapper.run = run
+    try:
+        settings = Settings(video_batch_size=batch)
+        opts = VideoSwapOptions(backend="neural")
+        res = swap_video(swap_context(hub, settings, opts, "source_image", "target_video"), opts, settings,
+                         [source], clip, out)
+    finally:
+        del swapper.run
+    return res, sizes
+
+
+def test_dynamic_batch_graph_gets_faces_from_several_frames(clip_and_faces: tuple[Path, list], t1_bgr: np.ndarray,
+                                                            hanks_path: Path, tmp_path: Path) -> None:
+    clip, faces = clip_and_faces
+    hub = _hub(tmp_path / "w", pan_frames(t1_bgr, 1)[0].shape, faces, dynamic=True)
+    assert hub.swappers["neural"].fixed_batch is None
+    one, sizes_one = _swap(hub, clip, tmp_path / "one.mp4", hanks_path, 1)
+    four, sizes_four = _swap(hub, clip, tmp_path / "four.mp4", hanks_path, 4)
+    assert sizes_one == [1] * FRAMES
+    assert sizes_four == [4, 4, 2]  # ten frames, one face each
+    assert one.frames == four.frames == FRAMES and one.frames_swapped == four.frames_swapped == FRAMES
+    a, audio_a, _ = read_video(one.path)
+    b, audio_b, _ = read_video(four.path)
+    assert audio_a is not None and audio_b is not None
+    src = pan_frames(t1_bgr, FRAMES)
+    box = (452 - ORIGIN[0], 300 - ORIGIN[1], 577 - ORIGIN[0], 424 - ORIGIN[1])
+    for x, y, s in zip(a, b, src, strict=True):
+        assert np.abs(x.astype(np.int16) - y).mean() < 0.5  # the same swap, in the same order
+        face = (slice(box[1], box[3]), slice(box[0], box[2]))
+        assert np.abs(y[face].astype(np.int16) - s[face]).mean() > 5  # and it is a swap
+
+
+def test_fixed_batch_graph_keeps_one_face_a_call(clip_and_faces: tuple[Path, list], t1_bgr: np.ndarray,
+                                                 hanks_path: Path, tmp_path: Path) -> None:
+    clip, faces = clip_and_faces
+    hub = _hub(tmp_path / "w", pan_frames(t1_bgr, 1)[0].shape, faces, dynamic=False)
+    assert hub.swappers["neural"].fixed_batch == 1
+    res, sizes = _swap(hub, clip, tmp_path / "out.mp4", hanks_path, 4)
+    assert sizes == [1] * FRAMES and res.frames_swapped == FRAMES
