@@ -219,7 +219,8 @@ class Settings(BaseSettings):
     malloc_trim_mb: int = Field(
         64, ge=0, le=1_000_000,
         description="After a request or job leaves a worker's RSS this many MB above where it last settled, "
-        "glibc's malloc_trim(0) returns the freed heap to the OS (off the event loop). 0 = never.",
+        "glibc's malloc_trim(0) returns the freed heap to the OS (off the event loop; a lip-sync job also checks "
+        "after each batch). 0 = never.",
     )
     malloc_arena_max: int = Field(
         0, ge=0, le=1024,

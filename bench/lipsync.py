@@ -28,7 +28,7 @@ import numpy as np
 from bench.report import run_child, status_mb, table, transcode_cpu_ms, write
 
 COLUMNS = ["seconds", "frames", "batch", "model_workers", "model_threads", "e2e_fps", "model_fps", "vs_model",
-           "model_fps_all_cores", "vs_all_cores", "cpu_s_per_frame", "model_cpu_ms", "transcode_cpu_ms", "bound",
+           "model_fps_all_cores", "vs_all_cores", "cpu_ms", "model_cpu_ms", "transcode_cpu_ms", "bound",
            "load", "peak_rss_mb"]
 
 
@@ -102,7 +102,7 @@ def child(seconds: float, batch: int, weights: str, model_alone: bool, threads: 
     rss = int(status_mb("VmHWM"))
     row: dict[str, Any] = {"seconds": seconds, "frames": result.frames, "batch": batch,
                            "e2e_fps": round(result.frames / wall, 2), "synced": result.frames_synced,
-                           "cpu_s_per_frame": round(cpu / max(result.frames, 1), 3),
+                           "cpu_ms": round(1000 * cpu / max(result.frames, 1), 1),
                            "load": round(os.getloadavg()[0], 2), "peak_rss_mb": rss,
                            "timings": {k: round(v, 1) for k, v in dict(result.timings).items()}}
     if model_alone:
