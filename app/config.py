@@ -144,8 +144,9 @@ class Settings(BaseSettings):
     ] = Field("veryfast", description="libx264 preset of output video: slower presets make smaller files.")
     video_batch_size: int = Field(
         4, ge=1, le=64,
-        description="Faces per swap-model call in video face swaps, across frames, when the model's graph takes any "
-        "batch (a dynamic first dimension). Graphs with a fixed batch, like inswapper_128.onnx (1), get theirs.",
+        description="Video face swaps: frames per detector call when the detector's graph takes a batch, and faces "
+        "per swap-model call, across frames, when the swap model's graph takes any batch (a dynamic first "
+        "dimension). Graphs with a fixed batch, like det_10g.onnx and inswapper_128.onnx (1), get theirs.",
     )
     max_video_bytes: int = Field(
         2 * 1024**3, ge=1024, description="Largest accepted video upload, bytes (413 above)."

@@ -82,11 +82,14 @@ def letterbox_scale(img_shape: Sequence[int], det_size: int = DET_SIZE) -> float
     return float(new_h) / h
 
 
-def make_scrfd(path: str | os.PathLike, faces_in_det_space: Sequence[FaceSpec], dynamic: bool = True) -> Path:
+def make_scrfd(path: str | os.PathLike, faces_in_det_space: Sequence[FaceSpec], dynamic: bool = True,
+               batched: bool = False) -> Path:
     """SCRFD det_10g stand-in whose outputs decode to ``faces_in_det_space`` (640x640 input coordinates).
 
     ``dynamic`` declares the input as [1,3,?,?] like the real file (insightface then builds a fixed-shape
-    session per detector size); the constant outputs are only right for a 640x640 input.
+    session per detector size); the constant outputs are only right for a 640x640 input. ``batched`` makes it
+    an SCRFD export with a batch dimension (input [B,3,?,?], outputs [B,N,C], as insightface's ``batched``
+    graphs): every image of the batch gets the same faces.
     """
     scores = {s: np.zeros(((DET_SIZE // s) ** 2 * ANCHORS, 1), np.float32) for s in STRIDES}
     boxes = {s: np.zeros(((DET_SIZE // s) ** 2 * ANCHORS, 4), np.float32) for s in STRIDES}
@@ -126,13 +129,25 @@ def make_scrfd(path: str | os.PathLike, faces_in_det_space: Sequence[FaceSpec], 
         kpss[stride][idx] = ((pts - np.array([ax, ay])) / stride).reshape(10)
 
     hw: list[int | str] = ["?", "?"] if dynamic else [DET_SIZE, DET_SIZE]
-    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, *hw])
+    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["B" if batched else 1, 3, *hw])
     arrays = [scores[s] for s in STRIDES] + [boxes[s] for s in STRIDES] + [kpss[s] for s in STRIDES]
     inits, nodes, outs = [], [], []
+    if batched:  # the input's batch size, to expand each constant [1,N,C] to [B,N,C]
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "b_start"),
+                  numpy_helper.from_array(np.array([1], np.int64), "b_end")]
+        nodes += [helper.make_node("Shape", ["input.1"], ["in_shape"], name="in_shape"),
+                  helper.make_node("Slice", ["in_shape", "b_start", "b_end"], ["b"], name="batch_size")]
     for name, arr in zip(SCRFD_OUTPUTS, arrays, strict=True):
-        inits.append(numpy_helper.from_array(arr, f"const_{name}"))
-        nodes.append(helper.make_node("Identity", [f"const_{name}"], [name], name=f"out_{name}"))
-        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(arr.shape)))
+        if not batched:
+            inits.append(numpy_helper.from_array(arr, f"const_{name}"))
+            nodes.append(helper.make_node("Identity", [f"const_{name}"], [name], name=f"out_{name}"))
+            outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(arr.shape)))
+            continue
+        inits += [numpy_helper.from_array(arr[None], f"const_{name}"),
+                  numpy_helper.from_array(np.array(arr.shape, np.int64), f"nc_{name}")]
+        nodes += [helper.make_node("Concat", ["b", f"nc_{name}"], [f"shape_{name}"], axis=0, name=f"shape_{name}"),
+                  helper.make_node("Expand", [f"const_{name}", f"shape_{name}"], [name], name=f"out_{name}")]
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", *arr.shape]))
     graph = helper.make_graph(nodes, "scrfd_standin", [inp], outs, initializer=inits)
     return _save(_model(graph), path)
 
@@ -144,9 +159,9 @@ def faces_to_det_space(img_shape: Sequence[int], faces: Sequence[FaceSpec], det_
 
 
 def make_scrfd_for_image(path: str | os.PathLike, img_shape: Sequence[int], faces_xyxy_kps: Sequence[FaceSpec],
-                         dynamic: bool = True) -> Path:
+                         dynamic: bool = True, batched: bool = False) -> Path:
     """Detector stand-in that finds ``faces_xyxy_kps`` (image coordinates) in any image of ``img_shape``."""
-    return make_scrfd(path, faces_to_det_space(img_shape, faces_xyxy_kps), dynamic=dynamic)
+    return make_scrfd(path, faces_to_det_space(img_shape, faces_xyxy_kps), dynamic=dynamic, batched=batched)
 
 
 # ---------------------------------------------------------------------------------------- recognition

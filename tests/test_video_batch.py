@@ -89,3 +89,52 @@ def test_fixed_batch_graph_keeps_one_face_a_call(clip_and_faces: tuple[Path, lis
     assert hub.swappers["neural"].fixed_batch == 1
     res, sizes = _swap(hub, clip, tmp_path / "out.mp4", hanks_path, 4)
     assert sizes == [1] * FRAMES and res.frames_swapped == FRAMES
+
+
+def test_batched_detector_gets_several_frames_a_call(clip_and_faces: tuple[Path, list], t1_bgr: np.ndarray,
+                                                     hanks_path: Path, tmp_path: Path) -> None:
+    """An SCRFD export with a batch dimension detects ``FACEAPI_VIDEO_BATCH_SIZE`` frames a call, with the same
+    faces as one frame a call; buffalo_l's det_10g layout (no batch dimension) keeps one frame a call."""
+    clip, faces = clip_and_faces
+    shape = pan_frames(t1_bgr, 1)[0].shape
+    hub = _hub(tmp_path / "w", shape, faces, dynamic=True)
+    analyser = hub.analysers["neural"]
+    assert not analyser.batch_detect  # the det_10g layout
+    standins.make_scrfd_for_image(tmp_path / "w" / "buffalo_l" / "det_10g.onnx", shape, faces, batched=True)
+    hub = _hub_from(tmp_path / "w")
+    analyser = hub.analysers["neural"]
+    assert analyser.batch_detect
+    frames = pan_frames(t1_bgr, 3)
+    one_by_one = [analyser.get(f) for f in frames]
+    together = analyser.get_batch(frames)
+    for a, b in zip(one_by_one, together, strict=True):
+        assert len(a) == len(b) == 1
+        assert np.allclose(a[0].bbox, b[0].bbox) and np.allclose(a[0].kps, b[0].kps) and a[0].score == b[0].score
+    session = analyser.detector.session
+    real_run = session.run
+    sizes: list[int] = []
+
+    def run(names, feeds, *args):  # noqa: ANN001, ANN002, ANN202 - the real session, recording each batch
+        sizes.append(int(next(iter(feeds.values())).shape[0]))
+        return real_run(names, feeds, *args)
+
+    session.run = run
+    try:
+        four, swap_sizes = _swap(hub, clip, tmp_path / "four.mp4", hanks_path, 4)
+        det_four, sizes[:] = list(sizes), []
+        one, _ = _swap(hub, clip, tmp_path / "one.mp4", hanks_path, 1)
+    finally:
+        del session.run
+    assert det_four == [4, 4, 2] and sizes == [] and swap_sizes == [4, 4, 2]
+    assert one.frames_swapped == four.frames_swapped == FRAMES
+    a, _, _ = read_video(one.path)
+    b, _, _ = read_video(four.path)
+    assert max(float(np.abs(x.astype(np.int16) - y).mean()) for x, y in zip(a, b, strict=True)) < 0.5
+
+
+def _hub_from(w: Path):  # noqa: ANN202
+    from models.hub import ModelHub
+
+    hub = ModelHub(w, ["analyze", "faceswap"], provider_pref="cpu")
+    hub.load()
+    return hub

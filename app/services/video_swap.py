@@ -70,7 +70,8 @@ class VideoSwapResult:
 
 class FrameSwapper:
     """The swap as a pipeline :class:`~app.media.pipeline.Stage`. One helper thread detects and tracks the frames in
-    order, ``AHEAD`` frames ahead of this thread, which swaps (model calls and OpenCV release the GIL, so the two
+    order (``batch_size`` frames a detector call when its graph takes a batch), ``AHEAD`` frames ahead of this
+    thread, which swaps (model calls and OpenCV release the GIL, so the two
     overlap on two cores). Between them a :class:`~models.tracking.GapBridge` holds the frames of an open detection
     gap (a few at most) until the face is found again (its place filled by interpolation) or has left (nothing is
     painted there); then the released frames are paired by mode, per track, and swapped in order."""
@@ -87,6 +88,9 @@ class FrameSwapper:
                                          and getattr(swapper, "fixed_batch", 1) is None
                                          and ctx.options.face_refinement_steps <= 1) else 1
         self._held: list[tuple[np.ndarray, list[tuple[int, Face]]]] = []
+        # Detection takes ``batch_size`` frames a call too when the detector's graph takes a batch.
+        self.det_batch = batch_size if batch_size > 1 and getattr(self.analyser, "batch_detect", False) else 1
+        self._undetected: list[tuple[np.ndarray, Future[tuple[float, bool, list[Track]]]]] = []
         self._latents: dict[int, np.ndarray] = {}
         self.fps = max(float(fps), 1.0)
         self.tracker = FaceTracker(smoothing=options.smoothing, fps=self.fps)
@@ -101,15 +105,25 @@ class FrameSwapper:
         self._pending: deque[tuple[np.ndarray, Future[tuple[float, bool, list[Track]]]]] = deque()
 
     def push(self, frame: np.ndarray) -> list[np.ndarray]:
-        if self._ahead is None:
-            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-detect")
-        self._pending.append((frame, self._ahead.submit(self._analyse, frame)))
+        fut: Future[tuple[float, bool, list[Track]]] = Future()
+        self._pending.append((frame, fut))
+        self._undetected.append((frame, fut))
+        if len(self._undetected) >= self.det_batch:
+            self._submit()
         out: list[np.ndarray] = []
-        while len(self._pending) > AHEAD:
+        while len(self._pending) - len(self._undetected) > AHEAD:  # the newest wait for their detector batch
             out += self._release(*self._pending.popleft())
         return out
 
+    def _submit(self) -> None:
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-detect")
+        batch, self._undetected = self._undetected, []
+        self._ahead.submit(self._analyse, batch)
+
     def flush(self) -> list[np.ndarray]:
+        if self._undetected:
+            self._submit()
         out: list[np.ndarray] = []
         while self._pending:
             out += self._release(*self._pending.popleft())
@@ -125,8 +139,21 @@ class FrameSwapper:
             self._ahead.shutdown(wait=True, cancel_futures=True)
             self._ahead = None
 
-    def _analyse(self, frame: np.ndarray) -> tuple[float, bool, list[Track]]:
-        """In the helper thread, in frame order: (time, whether a scene cut starts here, the tracks)."""
+    def _analyse(self, batch: list[tuple[np.ndarray, Future[tuple[float, bool, list[Track]]]]]) -> None:
+        """In the helper thread, in frame order: detect the batch's frames (one detector call when it takes a
+        batch), then per frame (time, whether a scene cut starts here, the tracks) into its future."""
+        try:
+            frames = [frame for frame, _ in batch]
+            with self.timings.stage("detect"):
+                found = self.analyser.get_batch(frames) if len(frames) > 1 else [self.analyser.get(frames[0])]
+            for (frame, fut), faces in zip(batch, found, strict=True):
+                fut.set_result(self._track(frame, faces))
+        except BaseException as exc:  # noqa: BLE001 - raised again by the swap thread's .result()
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def _track(self, frame: np.ndarray, faces: list[Face]) -> tuple[float, bool, list[Track]]:
         t = self.index / self.fps
         self.gate(self.index, frame)
         self.index += 1
@@ -134,7 +161,7 @@ class FrameSwapper:
             cut = self.cuts.is_cut(_thumbnail(frame, self.cuts.size))
             if cut:
                 self.tracker.reset()
-            return t, cut, self.tracker.update(self.analyser.get(frame), t)
+            return t, cut, self.tracker.update(faces, t)
 
     def _release(self, frame: np.ndarray, analysed: Future[tuple[float, bool, list[Track]]]) -> list[np.ndarray]:
         t, cut, tracks = analysed.result()

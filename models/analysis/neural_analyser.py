@@ -104,7 +104,38 @@ class NeuralAnalyser:
         """Faces in a BGR image, largest first; ``embeddings`` fills the raw 512-d ArcFace vectors."""
         if not self.ready:
             self.prepare()
-        dets, kpss = self._detect(img, max_num)
+        return self._faces(img, *self._detect(img, max_num), embeddings)
+
+    @property
+    def batch_detect(self) -> bool:
+        """Whether the detector graph takes several images a call (an SCRFD export with a batch dimension;
+        buffalo_l's ``det_10g.onnx`` has none)."""
+        if not self.ready:
+            self.prepare()
+        det = self.detector
+        dim = det.input_shape[0]
+        return bool(det.batched) and self._fast(det) and not (isinstance(dim, int) and dim > 0)
+
+    def get_batch(self, imgs: list[np.ndarray]) -> list[list[Face]]:
+        """``get`` for several BGR images: one detector call for all of them when the graph takes a batch
+        (``batch_detect``), else one call each. The faces are the same as ``get``'s, image by image."""
+        if not self.ready:
+            self.prepare()
+        det = self.detector
+        if len(imgs) < 2 or not self.batch_detect or any(i.ndim != 3 or i.shape[2] != 3 for i in imgs):
+            return [self.get(img) for img in imgs]
+        size = tuple(det._resolve_input_sizes(None)[0])
+        blob = np.empty((len(imgs), 3, size[1], size[0]), np.float32)
+        scales = []
+        for k, img in enumerate(imgs):
+            blob[k:k + 1], scale = self._letterbox(img, size)
+            scales.append(scale)
+        # the graph's own session: insightface's fixed-shape one per size declares a batch of one
+        outs = det.session.run(det.output_names, {det.input_name: blob})
+        return [self._faces(img, *self._decode([o[k] for o in outs], scales[k], size), False)
+                for k, img in enumerate(imgs)]
+
+    def _faces(self, img: np.ndarray, dets: np.ndarray, kpss: np.ndarray | None, embeddings: bool) -> list[Face]:
         faces: list[Face] = []
         for i in range(dets.shape[0]):
             bbox = dets[i, 0:4].astype(np.float32)
@@ -118,6 +149,10 @@ class NeuralAnalyser:
         faces.sort(key=lambda f: (f.area, f.score), reverse=True)
         return faces
 
+    @staticmethod
+    def _fast(det: Any) -> bool:
+        return len(det._resolve_input_sizes(None)) == 1 and bool(det.use_kps)
+
     def _detect(self, img: np.ndarray, max_num: int) -> tuple[np.ndarray, np.ndarray | None]:
         """insightface's ``SCRFD.detect`` for its one prepared size, with the same arithmetic and result, minus
         its per-call waste (what matters in a video at 25+ frames a second):
@@ -127,13 +162,25 @@ class NeuralAnalyser:
         - boxes and points are decoded for the anchors over the threshold only (insightface decodes all 16,800
           anchors of a 640² input, then keeps the few over the threshold; decoding is per anchor, so the values
           are the same).
-        Anything unusual (several sizes, a batched graph, no key points) goes to insightface's own ``detect``.
+        Anything unusual (several sizes, no key points) goes to insightface's own ``detect``.
         """
         det = self.detector
-        sizes = det._resolve_input_sizes(None)
-        if len(sizes) != 1 or det.batched or not det.use_kps or img.ndim != 3 or img.shape[2] != 3:
+        if not self._fast(det) or img.ndim != 3 or img.shape[2] != 3:
             return det.detect(img, max_num=max_num, metric="default")
-        size = tuple(sizes[0])
+        size = tuple(det._resolve_input_sizes(None)[0])
+        blob, det_scale = self._letterbox(img, size)
+        session = det._session_for_input_size(size)
+        outs = session.run(det.output_names, {det.input_name: blob})
+        if det.batched:
+            outs = [o[0] for o in outs]
+        dets, kpss = self._decode(outs, det_scale, size)
+        if max_num > 0 and dets.shape[0] > max_num:
+            return det.detect(img, max_num=max_num, metric="default")
+        return dets, kpss
+
+    def _letterbox(self, img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+        """This thread's reused (1, 3, h, w) detector input holding ``img`` letterboxed, and its scale."""
+        det = self.detector
         iw, ih = size
         im_ratio = float(img.shape[0]) / img.shape[1]
         if im_ratio > float(ih) / iw:
@@ -148,8 +195,13 @@ class NeuralAnalyser:
         part = cv2.dnn.blobFromImage(resized, 1.0 / det.input_std, (new_w, new_h),
                                      (det.input_mean, det.input_mean, det.input_mean), swapRB=True)
         blob[:, :, :new_h, :new_w] = part
-        session = det._session_for_input_size(size)
-        outs = session.run(det.output_names, {det.input_name: blob})
+        return blob, det_scale
+
+    def _decode(self, outs: list[np.ndarray], det_scale: float, size: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """One image's detector outputs (no batch dimension) → (boxes with scores, key points), as insightface."""
+        det = self.detector
+        iw, ih = size
         fmc, threshold = det.fmc, float(det.det_thresh)
         scores_l, boxes_l, kpss_l = [], [], []
         for idx, stride in enumerate(det._feat_stride_fpn):
@@ -175,10 +227,7 @@ class NeuralAnalyser:
         order = np.argsort(-pre_det[:, 4], kind="stable")
         pre_det, kpss = pre_det[order, :], kpss[order, :, :]
         keep = det.nms(pre_det)
-        dets, kpss = pre_det[keep, :], kpss[keep, :, :]
-        if max_num > 0 and dets.shape[0] > max_num:
-            return det.detect(img, max_num=max_num, metric="default")
-        return dets, kpss
+        return pre_det[keep, :], kpss[keep, :, :]
 
     def _blob(self, size: tuple[int, int], hw: tuple[int, int], mean: float, std: float) -> np.ndarray:
         """This thread's reusable detector input; pixels outside the ``hw`` image hold a zero pixel's value."""
