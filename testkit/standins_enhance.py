@@ -53,10 +53,11 @@ def _box_blur(name_in: str, name_out: str, k: int, tag: str) -> onnx.NodeProto:
                             strides=[1, 1], pads=[p, p, p, p], count_include_pad=0)
 
 
-def make_gfpgan(path: str | os.PathLike) -> Path:
-    """GFPGAN 1.4 stand-in: out = clip(1.25·box3(input) + 0.1, -1, 1)."""
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 512, 512])
-    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 512, 512])
+def make_gfpgan(path: str | os.PathLike, batch: int | str = 1) -> Path:
+    """GFPGAN 1.4 stand-in: out = clip(1.25·box3(input) + 0.1, -1, 1). ``batch``: 1 like the published file, or a
+    name for a dynamic batch."""
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 512, 512])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 3, 512, 512])
     inits = [
         numpy_helper.from_array(np.array(1.25, np.float32), "gain"),
         numpy_helper.from_array(np.array(0.1, np.float32), "lift"),

@@ -138,3 +138,47 @@ def _hub_from(w: Path):  # noqa: ANN202
     hub = ModelHub(w, ["analyze", "faceswap"], provider_pref="cpu")
     hub.load()
     return hub
+
+
+def test_batched_restorer_gets_faces_from_several_frames(clip_and_faces: tuple[Path, list], t1_bgr: np.ndarray,
+                                                         hanks_path: Path, tmp_path: Path) -> None:
+    """A restorer graph with a dynamic batch restores the faces of consecutive frames together (here beside the
+    fixed-batch swapper, which keeps one face a call), with the same video as one face a call."""
+    from testkit.standins_enhance import FILENAMES, make_enhance_weights, make_gfpgan
+
+    clip, faces = clip_and_faces
+    w = standins.make_weights_dir(tmp_path / "w", pan_frames(t1_bgr, 1)[0].shape, faces)
+    make_enhance_weights(w)
+    make_gfpgan(w / FILENAMES["gfpgan"], batch="B")
+    hub = _hub_from(w)
+    restorer = hub.restorers["gfpgan"]
+    assert restorer.fixed_batch is None
+    sizes: list[int] = []
+    real_run = restorer.run
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:  # the real session, recording each call's batch
+        sizes.append(int(feeds[restorer.input_name].shape[0]))
+        return real_run(feeds)
+
+    restorer.run = run
+    try:
+        results = {}
+        for batch in (4, 1):
+            from app.config import Settings
+            from app.schemas import VideoSwapOptions
+            from app.services.faceswap import swap_context
+            from app.services.video_swap import swap_video
+
+            settings = Settings(video_batch_size=batch)
+            opts = VideoSwapOptions(backend="neural", face_upsample=True)
+            results[batch] = (swap_video(swap_context(hub, settings, opts, "source_image", "target_video"), opts,
+                                         settings, [hanks_path], clip, tmp_path / f"b{batch}.mp4"), list(sizes))
+            sizes.clear()
+    finally:
+        del restorer.run
+    (four, sizes_four), (one, sizes_one) = results[4], results[1]
+    assert sizes_four == [4, 4, 2] and sizes_one == [1] * FRAMES
+    assert four.enhancer == one.enhancer == "gfpgan" and four.frames_swapped == one.frames_swapped == FRAMES
+    a, _, _ = read_video(one.path)
+    b, _, _ = read_video(four.path)
+    assert max(float(np.abs(x.astype(np.int16) - y).mean()) for x, y in zip(a, b, strict=True)) < 0.5

@@ -74,14 +74,15 @@ def plan_enhancement(hub: ModelHub, opts: EnhanceOptions, width: int, height: in
     return EnhancePlan(opts, name, restorer, occlusion, parser, model_up)
 
 
-def apply_enhancement(img: np.ndarray, alpha: np.ndarray | None, faces: list[Face], plan: EnhancePlan) -> Enhanced:
+def apply_enhancement(img: np.ndarray, alpha: np.ndarray | None, faces: list[Face], plan: EnhancePlan,
+                      restored: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Enhanced:
     """Restore ``faces`` and upscale ``img`` by a checked plan; the alpha channel, when there is one, is resized to
-    match."""
+    match. ``restored``: the faces' restored crops when a batch of frames already went through the restorer."""
     opts, model_up = plan.opts, plan.upscaler
     out = enhance_image(
         img, faces, plan.restorer, model_up, scale=opts.upscale, background_enhance=opts.background_enhance,
         face_upsample=opts.face_upsample, occlusion=plan.occlusion, parser=plan.parser,
-        fidelity=opts.codeformer_fidelity, blend=opts.blend / 100.0,
+        fidelity=opts.codeformer_fidelity, blend=opts.blend / 100.0, restored=restored,
     )
     if alpha is not None and out.shape[:2] != alpha.shape:
         alpha = cv2.resize(alpha, output_size(img.shape, opts.upscale), interpolation=cv2.INTER_LANCZOS4)

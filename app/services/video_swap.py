@@ -83,10 +83,15 @@ class FrameSwapper:
         # Across frames, the swap model gets ``batch_size`` faces a call when its graph takes a batch (frames wait
         # in ``_held`` until enough faces are ready); a fixed-batch graph, the built-in swap or refinement passes
         # (which re-detect each swapped frame) go one frame at a time.
+        # The same for the restorer's crops (at upscale 1, where they are the frame's own pixels).
         swapper = ctx.hub.swapper(sources.backend)
+        restorer = plan.restorer if plan is not None else None
+        self.restore_batch = (batch_size > 1 and plan is not None and plan.opts.upscale == 1
+                              and hasattr(restorer, "restore_crops") and getattr(restorer, "fixed_batch", 1) is None)
         self.batch_size = batch_size if (batch_size > 1 and hasattr(swapper, "swap_crops")
-                                         and getattr(swapper, "fixed_batch", 1) is None
+                                         and (getattr(swapper, "fixed_batch", 1) is None or self.restore_batch)
                                          and ctx.options.face_refinement_steps <= 1) else 1
+        self.restore_batch = self.restore_batch and self.batch_size > 1
         self._held: list[tuple[np.ndarray, list[tuple[int, Face]]]] = []
         # Detection takes ``batch_size`` frames a call too when the detector's graph takes a batch.
         self.det_batch = batch_size if batch_size > 1 and getattr(self.analyser, "batch_detect", False) else 1
@@ -210,7 +215,16 @@ class FrameSwapper:
                     crop, m = next(swapped)
                     img = align.paste_back(img, crop, m)
                 out.append((frame, img, [face for _, face in pairs]))
-        return [self._finish(frame, img, placed) if placed else frame for frame, img, placed in out]
+        out = [(frame, self._mouths(frame, img, placed), placed) for frame, img, placed in out]
+        restored: list[list[tuple[np.ndarray, np.ndarray]] | None] = [None] * len(out)
+        if self.restore_batch and self.plan is not None:
+            with self.timings.stage("enhance"):
+                crops = iter(self.plan.restorer.restore_crops(
+                    [(img, face) for _, img, placed in out for face in placed],
+                    self.plan.opts.codeformer_fidelity, self.batch_size))
+                restored = [[next(crops) for _ in placed] for _, _, placed in out]
+        return [self._enhance(img, placed, got) if placed else frame
+                for (frame, img, placed), got in zip(out, restored, strict=True)]
 
     def _latent(self, swapper: object, s: int) -> np.ndarray:
         if s not in self._latents:
@@ -228,12 +242,19 @@ class FrameSwapper:
 
     def _finish(self, frame: np.ndarray, out: np.ndarray, placed: list[Face]) -> np.ndarray:
         """After the swap: the target's mouths kept (``mouth_mask``), restoration, the swapped-frame count."""
-        if self.options.mouth_mask:
+        return self._enhance(self._mouths(frame, out, placed), placed)
+
+    def _mouths(self, frame: np.ndarray, out: np.ndarray, placed: list[Face]) -> np.ndarray:
+        if self.options.mouth_mask and placed:
             with self.timings.stage("mouth"):
                 out = keep_mouths(out, frame, placed, self.ctx.hub.parser)
+        return out
+
+    def _enhance(self, out: np.ndarray, placed: list[Face],
+                 restored: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
         if self.plan is not None:
             with self.timings.stage("enhance"):
-                out = apply_enhancement(out, None, placed, self.plan).image
+                out = apply_enhancement(out, None, placed, self.plan, restored).image
         self.frames_swapped += 1
         return out
 

@@ -94,8 +94,11 @@ def enhance_image(
     parser: Parser | None = None,
     fidelity: float = 0.5,
     blend: float = 0.8,
+    restored: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Restore ``faces`` (coordinates of ``img``) and upscale ``img`` by ``scale``; see the module doc.
+    ``restored``: the restorer's crops (and image→crop matrices) of ``faces``, already computed on ``img`` (a
+    batch of video frames goes through the restorer at once); only with ``scale`` 1 and a crop restorer.
 
     Returns a new BGR uint8 image of exactly round(w·scale) x round(h·scale) pixels.
     """
@@ -111,7 +114,9 @@ def enhance_image(
     assert canvas.shape[:2] == (out_h, out_w), (canvas.shape, out_w, out_h)
     sx, sy = out_w / w, out_h / h
 
-    for face in faces:
+    if restored is not None and (len(restored) != len(faces) or out_w != w or out_h != h or not restorer.gives_crops):
+        raise ValueError("restored crops need one per face, scale 1 and a crop restorer")
+    for i, face in enumerate(faces):
         placed = scale_face(face, sx, sy)
         mask = None
         if occlusion is not None or parser is not None:
@@ -119,7 +124,10 @@ def enhance_image(
             mask = face_masks(crop, occlusion, parser)
         if restorer.gives_crops:
             # The canvas is this function's own array: paste in place, no whole-frame copy per face.
-            crop, m = cast(CropRestorer, restorer).restore_crop(canvas, placed, fidelity)
+            if restored is not None:
+                crop, m = restored[i]
+            else:
+                crop, m = cast(CropRestorer, restorer).restore_crop(canvas, placed, fidelity)
             if face_upsample and model_up is not None:
                 canvas = _upsampled_paste(canvas, crop, m, model_up, blend, mask)
             else:

@@ -85,6 +85,7 @@ class FaceRestorer(OnnxModel):
         self.size = CROP_SIZE
         self.input_name = "input"
         self.weight_name: str | None = None
+        self.fixed_batch: int | None = 1  # the graph's batch size; None when it takes any (a dynamic first dim)
 
     def _setup(self, session) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
         inputs = session.get_inputs()
@@ -98,6 +99,8 @@ class FaceRestorer(OnnxModel):
             raise ValueError(f"{self.model_path}: GFPGAN takes one input, this model has {len(inputs)}")
         size = images[0].shape[2]
         self.size = int(size) if isinstance(size, int) else CROP_SIZE
+        batch = images[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.input_name = images[0].name
         self.weight_name = weights[0].name if weights else None
 
@@ -131,6 +134,18 @@ class FaceRestorer(OnnxModel):
         """Restored BGR crop of ``face`` and its image→crop matrix, not pasted back."""
         blob, m = self.preprocess(img, face)
         return self.postprocess(self.inference(blob, fidelity)), m
+
+    def restore_crops(self, items: list[tuple[np.ndarray, Face]], fidelity: float = 0.5,
+                      batch_size: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``restore_crop`` for several (image, face) pairs: ``batch_size`` faces a call when the graph takes any
+        batch, else its fixed batch (the published GFPGAN and CodeFormer files: one)."""
+        step = max(1, batch_size) if self.fixed_batch is None else self.fixed_batch
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for i in range(0, len(items), step):
+            prepared = [self.preprocess(img, face) for img, face in items[i:i + step]]
+            raw = self.inference(np.concatenate([blob for blob, _ in prepared]), fidelity)
+            out += [(self.postprocess(raw[k:k + 1]), m) for k, (_, m) in enumerate(prepared)]
+        return out
 
     def restore(self, img: np.ndarray, face: Face, fidelity: float = 0.5, blend: float = 0.8,
                 mask: np.ndarray | None = None) -> np.ndarray:
