@@ -92,10 +92,14 @@ class Trimmer:
     last trim (or at start) and calls ``malloc_trim(0)`` when it is more than ``threshold_mb`` above. One trim at a
     time per process; a request ending while another trims does not wait for it."""
 
-    def __init__(self, threshold_mb: int) -> None:
+    def __init__(self, threshold_mb: int, keep_level: bool = False) -> None:
         self.threshold = threshold_mb * 1024 * 1024
         self.enabled = threshold_mb > 0 and available()
         self.settled = rss_bytes()
+        # keep_level: the level stays where it was at the start (a job's working set), instead of dropping to what
+        # a trim leaves; a job that frees and re-allocates the same working set every step is then trimmed only
+        # when it grows past it, not after every step (each trim costs the page faults of re-allocating)
+        self.keep_level = keep_level
         self.stats = TrimStats()
         self._busy = threading.Lock()
 
@@ -110,7 +114,7 @@ class Trimmer:
             before, t0 = rss_bytes(), time.perf_counter()
             malloc_trim()
             after = rss_bytes()
-            self.settled = after
+            self.settled = max(self.settled, after) if self.keep_level else after
             self.stats.calls += 1
             self.stats.freed_bytes += max(0, before - after)
             self.stats.seconds += time.perf_counter() - t0

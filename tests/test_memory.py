@@ -104,3 +104,40 @@ def test_worker_rss_settles_after_large_pictures(one_worker: Server, t1_bgr) -> 
     grown = rss_mb(pid) - start
     # glibc as it comes (FACEAPI_MALLOC_TRIM_MB=0) keeps +247 MB here; with the trim (and two arenas) +5 MB
     assert grown < 130, f"worker RSS {start:.0f} → {start + grown:.0f} MB after three 16 MP requests"
+
+
+# A job's working set (200 MB in 96 KiB blocks) is in when its trimmer starts; then it is freed, all but every tenth
+# block, and trimmed. keep_level keeps the job's level where the working set put it, so the next step's re-allocation
+# of the same working set is not taken for growth (and trimmed again, re-faulting every page).
+KEEP_LEVEL = textwrap.dedent("""
+    import json, sys
+    from app import memory
+    blocks = [bytearray(96 * 1024) for _ in range(2100)]
+    for b in blocks:
+        b[::4096] = b"x" * len(b[::4096])
+    t = memory.Trimmer(16, keep_level=sys.argv[1] == "1")
+    start = t.settled
+    keep = blocks[::10]
+    del blocks
+    ran = t.after_work()  # nothing grew: no trim
+    grown = [bytearray(96 * 1024) for _ in range(3600)]  # 330 MB: past the level, trimmed
+    for b in grown:
+        b[::4096] = b"x" * len(b[::4096])
+    del grown
+    ran2 = t.after_work()
+    print(json.dumps({"ran": ran, "ran2": ran2, "start": start, "settled": t.settled, "kept": len(keep)}))
+""")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_level_holds_the_working_set_level(keep: bool) -> None:
+    import json
+
+    done = subprocess.run([sys.executable, "-c", KEEP_LEVEL, "1" if keep else "0"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not out["ran"] and out["ran2"], out
+    if keep:
+        assert out["settled"] == out["start"], out
+    else:
+        assert out["settled"] < out["start"] - 100 * 2**20, out  # the trim took the freed working set back too

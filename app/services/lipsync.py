@@ -596,8 +596,9 @@ def run_plan(plan: _Plan, options: LipsyncOptions, settings: Settings, audio_pat
                     if not put(modelled, batch, stop):
                         break
                     # the model's threads free and re-allocate the same activations every batch, each in its own
-                    # malloc arena: hand back what they left free once the RSS climbs past where it settled
-                    trim = trim or Trimmer(settings.malloc_trim_mb)
+                    # malloc arena: hand back what they left free once the RSS climbs past the working set of the
+                    # first batch (not after every batch: re-faulting the pages costs ≈ 5 ms of CPU a frame)
+                    trim = trim or Trimmer(settings.malloc_trim_mb, keep_level=True)
                     trim.after_work()
                     done += len(batch)
                     batch = []
