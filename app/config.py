@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     video_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = Field("veryfast", description="libx264 preset of output video: slower presets make smaller files.")
+    video_full_detect_every: float = Field(
+        0.5, ge=0.0, le=10.0,
+        description="Video face swaps with the built-in (dlib) detector: seconds between whole-frame searches; in "
+        "between, each known face is searched in a window around where it was (a face that enters is found within "
+        "this time; a known face not found in its window makes that frame searched whole). 0 = every frame whole.",
+    )
     video_batch_size: int = Field(
         4, ge=1, le=64,
         description="Video face swaps: frames per detector call when the detector's graph takes a batch, and faces "

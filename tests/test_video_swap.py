@@ -367,7 +367,12 @@ def test_mouth_mask_keeps_the_target_mouth(builtin_hub, face_clip: Path, hanks_p
     x0, y0 = mouth_polygon(face).min(axis=0).astype(int)
     x1, y1 = mouth_polygon(face).max(axis=0).astype(int)
     box = (x0, y0, x1, y1)
-    assert region_diff(b[6], original[6], box) < 0.6 * region_diff(a[6], original[6], box)
+    # Over the mouth's box (lips and some cheek) the plain swap changes ≈ 20 levels, the kept mouth ≈ 12–13: a ratio
+    # of 0.59–0.64 on frames 3, 6 and 9 (it moves by a few hundredths with half-pixel landmark differences, e.g.
+    # whole-frame detection against the window search); without the mask it would be 1.
+    plain_diff = sum(region_diff(a[i], original[i], box) for i in (3, 6, 9))
+    kept_diff = sum(region_diff(b[i], original[i], box) for i in (3, 6, 9))
+    assert plain_diff > 3 * 15 and kept_diff < 0.7 * plain_diff, (kept_diff, plain_diff)
 
 
 def test_neural_standins_apply_one_source_embedding(tmp_path: Path, t1_bgr: np.ndarray, hanks_path: Path) -> None:

@@ -17,7 +17,6 @@ takes the audio window of its own time (``i / fps`` seconds), for any frame rate
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import queue
 import threading
@@ -47,13 +46,13 @@ from models.face import Face
 from models.hub import ModelHub
 from models.lipsync.geometry import crop, crop_box, int_box, lower_face_mask, paste, smooth_boxes
 from models.tracking import FaceTracker, GapBridge
+from models.tracking.windowed import detect_near, scaled
 
 Progress = Callable[[int, int | None], None]
 VIDEO_FIELD, IMAGE_FIELD, AUDIO_FIELD = "video", "image", "audio"
 SAMPLE_RATE = 16000
 DETECT_SIDE = 640  # faces are detected on a copy at most this long (landmarks scaled back to the frame)
-ROI_MARGIN = 0.5  # a known face is looked for in its previous box grown by this share of its size each side
-ROI_FACE = 100  # ... scaled so the face is about this many pixels across (HOG's smallest face is 80 px)
+ROI_FACE = 100  # a known face is looked for in a window around its last box, shrunk so it is about this many px
 FULL_EVERY = 2.0  # seconds between whole-frame detections while a face is being followed
 BOX_RADIUS = 2  # crop boxes are averaged over 2·2+1 = 5 frames, as Wav2Lip's inference does
 DEFAULT_IMAGE_FPS = 25.0
@@ -252,16 +251,6 @@ class MelWindows:
 # ---- faces: detect, track, bridge gaps, smooth boxes ------------------------------------------------------------
 
 
-def _scaled(face: Face, k: float, dx: float = 0.0, dy: float = 0.0) -> Face:
-    """``face`` found in an image scaled by 1/``k`` whose origin sits at (``dx``, ``dy``) of the frame, in frame
-    pixels."""
-    d = np.array([dx, dy], np.float32)
-    box = np.asarray(face.bbox, np.float32) * k + np.concatenate([d, d])
-    return Face(bbox=box, score=face.score, kps=np.asarray(face.kps, np.float32) * k + d,
-                landmarks=None if face.landmarks is None else np.asarray(face.landmarks, np.float32) * k + d,
-                extra=dict(face.extra))
-
-
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two x1, y1, x2, y2 boxes."""
     w = min(a[2], b[2]) - max(a[0], b[0])
@@ -278,7 +267,7 @@ class FaceStage:
     image) reuse what was found the first time.
 
     Detection runs on every new frame, but cheaply: once a face is known, only a window around where it was in the
-    previous frame is searched (its box grown by ``ROI_MARGIN`` of its size each side, scaled so the face is about
+    previous frame is searched (``models.tracking.windowed.detect_near``, shrunk so the face is about
     ``ROI_FACE`` px), and the whole frame (at most ``DETECT_SIDE`` px) only on the first frame, when the window
     finds nothing, and once every ``FULL_EVERY`` seconds (so a new, larger speaker is still picked up)."""
 
@@ -293,9 +282,6 @@ class FaceStage:
         self.next = 0  # position in ``window`` of the next item to release
         self.hint: np.ndarray | None = None  # the speaker's box in the previous detected frame
         self.since_full = 0  # frames detected in a window since the last whole-frame detection
-        # the window holds a face already confirmed: the analyser's quick pass when it has one (dlib: no CNN check
-        # of weak scores, no retries)
-        self._quick = {"quick": True} if "quick" in inspect.signature(analyser.get).parameters else {}
         self.full_every = max(1, int(round(FULL_EVERY * self.fps)))
 
     def detect(self, frame: np.ndarray) -> list[Face]:
@@ -325,25 +311,10 @@ class FaceStage:
         if k <= 1.0:
             return self.analyser.get(frame)
         small = cv2.resize(frame, (int(round(w / k)), int(round(h / k))), interpolation=cv2.INTER_AREA)
-        return [_scaled(f, k) for f in self.analyser.get(small)]
+        return [scaled(f, k) for f in self.analyser.get(small)]
 
     def _detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Face]:
-        h, w = frame.shape[:2]
-        size = float(max(box[2] - box[0], box[3] - box[1], 1.0))
-        m = ROI_MARGIN * size
-        x1, y1 = max(0, int(box[0] - m)), max(0, int(box[1] - m))
-        x2, y2 = min(w, int(np.ceil(box[2] + m))), min(h, int(np.ceil(box[3] + m)))
-        if x2 - x1 < 16 or y2 - y1 < 16:
-            return []
-        roi = frame[y1:y2, x1:x2]
-        k = max(1.0, size / ROI_FACE)
-        if k > 1.0:
-            roi = cv2.resize(roi, (max(1, int(round((x2 - x1) / k))), max(1, int(round((y2 - y1) / k)))),
-                             interpolation=cv2.INTER_AREA)
-        else:
-            roi = np.ascontiguousarray(roi)
-        sx, sy = (x2 - x1) / roi.shape[1], (y2 - y1) / roi.shape[0]
-        return [_scaled(f, (sx + sy) / 2, x1, y1) for f in self.analyser.get(roi, **self._quick)]
+        return detect_near(self.analyser, frame, box, ROI_FACE)
 
     def _choose(self, faces: list[tuple[int, Face]]) -> tuple[int | None, Face | None]:
         live = dict(faces)

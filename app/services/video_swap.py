@@ -39,7 +39,7 @@ from models import align
 from models.face import Face, best_face
 from models.masks.mouth import keep_mouths
 from models.swap.pairing import pair_faces
-from models.tracking import FaceTracker, GapBridge, SceneCutDetector, Track
+from models.tracking import FaceTracker, GapBridge, SceneCutDetector, Track, WindowedDetector
 
 Progress = Callable[[int, int | None], None]
 AHEAD = 3  # frames the detection thread runs ahead of the swap
@@ -77,7 +77,7 @@ class FrameSwapper:
     painted there); then the released frames are paired by mode, per track, and swapped in order."""
 
     def __init__(self, ctx: SwapContext, sources: Sources, options: VideoSwapOptions, fps: float,
-                 plan: EnhancePlan | None, timings: Timings, batch_size: int = 1) -> None:
+                 plan: EnhancePlan | None, timings: Timings, batch_size: int = 1, full_every: float = 0.0) -> None:
         self.ctx, self.sources, self.options, self.plan, self.timings = ctx, sources, options, plan, timings
         self.analyser = ctx.hub.analyser(sources.backend)
         # Across frames, the swap model gets ``batch_size`` faces a call when its graph takes a batch (frames wait
@@ -93,8 +93,11 @@ class FrameSwapper:
                                          and ctx.options.face_refinement_steps <= 1) else 1
         self.restore_batch = self.restore_batch and self.batch_size > 1
         self._held: list[tuple[np.ndarray, list[tuple[int, Face]]]] = []
-        # Detection takes ``batch_size`` frames a call too when the detector's graph takes a batch.
+        # Detection takes ``batch_size`` frames a call too when the detector's graph takes a batch. One frame at a
+        # time, an analyser with a quick pass (dlib) searches windows around the faces it knows and the whole frame
+        # every ``full_every`` seconds.
         self.det_batch = batch_size if batch_size > 1 and getattr(self.analyser, "batch_detect", False) else 1
+        self.detector = WindowedDetector(self.analyser, int(round(full_every * max(float(fps), 1.0))))
         self._undetected: list[tuple[np.ndarray, Future[tuple[float, bool, list[Track]]]]] = []
         self._latents: dict[int, np.ndarray] = {}
         self.fps = max(float(fps), 1.0)
@@ -150,7 +153,7 @@ class FrameSwapper:
         try:
             frames = [frame for frame, _ in batch]
             with self.timings.stage("detect"):
-                found = self.analyser.get_batch(frames) if len(frames) > 1 else [self.analyser.get(frames[0])]
+                found = self.analyser.get_batch(frames) if len(frames) > 1 else [self.detector.detect(frames[0])]
             for (frame, fut), faces in zip(batch, found, strict=True):
                 fut.set_result(self._track(frame, faces))
         except BaseException as exc:  # noqa: BLE001 - raised again by the swap thread's .result()
@@ -166,6 +169,7 @@ class FrameSwapper:
             cut = self.cuts.is_cut(_thumbnail(frame, self.cuts.size))
             if cut:
                 self.tracker.reset()
+                self.detector.reset()
             return t, cut, self.tracker.update(faces, t)
 
     def _release(self, frame: np.ndarray, analysed: Future[tuple[float, bool, list[Track]]]) -> list[np.ndarray]:
@@ -330,7 +334,8 @@ def swap_video(ctx: SwapContext, options: VideoSwapOptions, settings: Settings, 
     plan = None
     if enhance is not None:
         plan = plan_enhancement(ctx.hub, enhance, info.width, info.height, settings.max_video_pixels, ENHANCER_FIELD)
-    swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings, settings.video_batch_size)
+    swapper = FrameSwapper(ctx, sources, options, float(info.fps), plan, timings, settings.video_batch_size,
+                           settings.video_full_detect_every)
     try:
         result = process_video(
             target_path, out_path, stage=swapper, field=TARGET_FIELD, info=info,

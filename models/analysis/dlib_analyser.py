@@ -252,16 +252,18 @@ class DlibAnalyser:
         return np.asarray(vec, dtype=np.float32).reshape(-1)
 
     # -- public API --------------------------------------------------------------------------------
-    def get(self, img: np.ndarray, embeddings: bool = False, max_num: int = 0, quick: bool = False) -> list[Face]:
+    def get(self, img: np.ndarray, embeddings: bool = False, max_num: int = 0, quick: bool = False,
+            quick_scale: float | None = None) -> list[Face]:
         """Faces in a BGR uint8 image, largest first. ``score`` is :func:`hog_confidence` of the HOG score
         (the raw score is kept in ``extra['hog_score']``). ``max_num > 0`` keeps the largest N. ``quick`` is for a
         window around a face already found and confirmed (video tracking): one HOG pass, no CNN confirmation of
-        weak detections (54 ms each) and no retries, so a miss costs no more than a hit."""
+        weak detections (54 ms each) and no retries, so a miss costs no more than a hit; ``quick_scale`` sets the
+        scale of that pass (a window around a large face is searched shrunk, its landmarks found at full size)."""
         self._ensure()
         rgb = _to_rgb(img)
         faces: list[Face] = []
         with self._lock:
-            found = self._detect(rgb, verify=False) if quick else self._detect_with_retry(rgb)
+            found = self._detect(rgb, quick_scale, verify=False) if quick else self._detect_with_retry(rgb)
             found.sort(key=lambda item: -float((item[0][2] - item[0][0]) * (item[0][3] - item[0][1])))
             if max_num > 0:
                 found = found[:max_num]

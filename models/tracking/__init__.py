@@ -7,5 +7,6 @@ from models.tracking.bridge import GapBridge
 from models.tracking.one_euro import OneEuroFilter
 from models.tracking.scene_cut import SceneCutDetector
 from models.tracking.tracker import FaceTracker, Track, box_iou
+from models.tracking.windowed import WindowedDetector
 
-__all__ = ["FaceTracker", "GapBridge", "OneEuroFilter", "SceneCutDetector", "Track", "box_iou"]
+__all__ = ["FaceTracker", "GapBridge", "OneEuroFilter", "SceneCutDetector", "Track", "WindowedDetector", "box_iou"]
