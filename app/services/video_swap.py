@@ -71,36 +71,36 @@ class VideoSwapResult:
 class FrameSwapper:
     """The swap as a pipeline :class:`~app.media.pipeline.Stage`. One helper thread detects and tracks the frames in
     order (``batch_size`` frames a detector call when its graph takes a batch), ``AHEAD`` frames ahead of this
-    thread, which swaps (model calls and OpenCV release the GIL, so the two
-    overlap on two cores). Between them a :class:`~models.tracking.GapBridge` holds the frames of an open detection
-    gap (a few at most) until the face is found again (its place filled by interpolation) or has left (nothing is
-    painted there); then the released frames are paired by mode, per track, and swapped in order."""
+    thread, which swaps (model calls and OpenCV release the GIL, so the two overlap on two cores). Between them a
+    :class:`~models.tracking.GapBridge` holds the frames of an open detection gap (a few at most) until the face is
+    found again (its place filled by interpolation) or has left (nothing is painted there); then the released
+    frames are paired by mode, per track, and swapped in order."""
 
     def __init__(self, ctx: SwapContext, sources: Sources, options: VideoSwapOptions, fps: float,
                  plan: EnhancePlan | None, timings: Timings, batch_size: int = 1, full_every: float = 0.0) -> None:
         self.ctx, self.sources, self.options, self.plan, self.timings = ctx, sources, options, plan, timings
         self.analyser = ctx.hub.analyser(sources.backend)
-        # Across frames, the swap model gets ``batch_size`` faces a call when its graph takes a batch (frames wait
-        # in ``_held`` until enough faces are ready); a fixed-batch graph, the built-in swap or refinement passes
-        # (which re-detect each swapped frame) go one frame at a time.
-        # The same for the restorer's crops (at upscale 1, where they are the frame's own pixels).
+        self.fps = max(float(fps), 1.0)
+        # Across frames, the swap model gets ``batch_size`` faces a call when its graph takes a batch, and so does
+        # the restorer (at upscale 1, where its crops are the frame's own pixels): frames wait in ``_held`` until
+        # enough faces are ready. Fixed-batch graphs, the built-in swap and refinement passes (which re-detect each
+        # swapped frame) go one frame at a time.
         swapper = ctx.hub.swapper(sources.backend)
         restorer = plan.restorer if plan is not None else None
-        self.restore_batch = (batch_size > 1 and plan is not None and plan.opts.upscale == 1
-                              and hasattr(restorer, "restore_crops") and getattr(restorer, "fixed_batch", 1) is None)
-        self.batch_size = batch_size if (batch_size > 1 and hasattr(swapper, "swap_crops")
-                                         and (getattr(swapper, "fixed_batch", 1) is None or self.restore_batch)
-                                         and ctx.options.face_refinement_steps <= 1) else 1
-        self.restore_batch = self.restore_batch and self.batch_size > 1
+        restore_ok = (batch_size > 1 and plan is not None and plan.opts.upscale == 1
+                      and hasattr(restorer, "restore_crops") and getattr(restorer, "fixed_batch", 1) is None)
+        swap_ok = hasattr(swapper, "swap_crops") and ctx.options.face_refinement_steps <= 1
+        dynamic_swap = getattr(swapper, "fixed_batch", 1) is None
+        self.batch_size = batch_size if batch_size > 1 and swap_ok and (dynamic_swap or restore_ok) else 1
+        self.restore_batch = restore_ok and self.batch_size > 1
         self._held: list[tuple[np.ndarray, list[tuple[int, Face]]]] = []
+        self._latents: dict[int, np.ndarray] = {}
         # Detection takes ``batch_size`` frames a call too when the detector's graph takes a batch. One frame at a
         # time, an analyser with a quick pass (dlib) searches windows around the faces it knows and the whole frame
         # every ``full_every`` seconds.
         self.det_batch = batch_size if batch_size > 1 and getattr(self.analyser, "batch_detect", False) else 1
-        self.detector = WindowedDetector(self.analyser, int(round(full_every * max(float(fps), 1.0))))
+        self.detector = WindowedDetector(self.analyser, int(round(full_every * self.fps)))
         self._undetected: list[tuple[np.ndarray, Future[tuple[float, bool, list[Track]]]]] = []
-        self._latents: dict[int, np.ndarray] = {}
-        self.fps = max(float(fps), 1.0)
         self.tracker = FaceTracker(smoothing=options.smoothing, fps=self.fps)
         self.bridge: GapBridge[np.ndarray] = GapBridge()
         self.cuts = SceneCutDetector()
