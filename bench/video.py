@@ -174,6 +174,7 @@ def ceilings(hub: Any, backend: str, clip: Path, source: Path, calls: int) -> di
     from app.services.faceswap import load_sources, swap_context
     from models import align
     from models.face import best_face
+    from models.onnx_model import call_batch
 
     opts = VideoSwapOptions(backend=backend)  # type: ignore[arg-type]
     sources = load_sources(swap_context(hub, Settings(), opts), backend, [source.read_bytes()], Timings())
@@ -184,7 +185,7 @@ def ceilings(hub: Any, backend: str, clip: Path, source: Path, calls: int) -> di
     # The swap model alone, ``calls`` times.
     if backend == "neural":
         # in the pipeline's batches: FACEAPI_VIDEO_BATCH_SIZE crops a call when the graph takes any batch
-        batch = Settings().video_batch_size if swapper.fixed_batch is None else swapper.fixed_batch
+        batch = call_batch(Settings().video_batch_size, swapper.fixed_batch)
         crop, _ = align.norm_crop(first, face.kps, swapper.crop_size)
         blob = cv2.dnn.blobFromImages([crop] * batch, 1.0 / 255.0, crop.shape[:2][::-1], (0.0, 0.0, 0.0),
                                       swapRB=True)

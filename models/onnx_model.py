@@ -39,6 +39,16 @@ def make_session(path: str | Path, providers: list[str]) -> ort.InferenceSession
     return sess
 
 
+def graph_batch(dim: Any) -> int | None:
+    """A graph input's first dimension as a batch size: the fixed size, or None when it takes any (a name or -1)."""
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def call_batch(batch_size: int, fixed_batch: int | None) -> int:
+    """Items per call: ``batch_size`` for a graph that takes any batch (``fixed_batch`` None), else its fixed batch."""
+    return max(1, batch_size) if fixed_batch is None else fixed_batch
+
+
 class OnnxModel:
     """``prepare()`` creates the session once (callers may race: a lock makes it happen once) and hands it to
     ``_setup``, where a subclass reads what it needs off the graph and raises ValueError when the file is not

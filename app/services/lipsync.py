@@ -46,7 +46,7 @@ from models.face import Face
 from models.hub import ModelHub
 from models.lipsync.geometry import crop, crop_box, int_box, lower_face_mask, paste, smooth_boxes
 from models.tracking import FaceTracker, GapBridge
-from models.tracking.windowed import detect_near, scaled
+from models.tracking.windowed import detect_near, has_quick_pass, scaled
 
 Progress = Callable[[int, int | None], None]
 VIDEO_FIELD, IMAGE_FIELD, AUDIO_FIELD = "video", "image", "audio"
@@ -282,6 +282,7 @@ class FaceStage:
         self.next = 0  # position in ``window`` of the next item to release
         self.hint: np.ndarray | None = None  # the speaker's box in the previous detected frame
         self.since_full = 0  # frames detected in a window since the last whole-frame detection
+        self._quick = has_quick_pass(analyser)  # looked up once, not per frame
         self.full_every = max(1, int(round(FULL_EVERY * self.fps)))
 
     def detect(self, frame: np.ndarray) -> list[Face]:
@@ -314,7 +315,7 @@ class FaceStage:
         return [scaled(f, k) for f in self.analyser.get(small)]
 
     def _detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Face]:
-        return detect_near(self.analyser, frame, box, ROI_FACE)
+        return detect_near(self.analyser, frame, box, ROI_FACE, self._quick)
 
     def _choose(self, faces: list[tuple[int, Face]]) -> tuple[int | None, Face | None]:
         live = dict(faces)

@@ -25,7 +25,7 @@ import numpy as np
 from models import align
 from models.base import LoadSpec
 from models.face import Face
-from models.onnx_model import no_spin_options
+from models.onnx_model import graph_batch, no_spin_options
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ class NeuralAnalyser:
         if not self.ready:
             self.prepare()
         det = self.detector
-        dim = det.input_shape[0]
-        return bool(det.batched) and self._fast(det) and not (isinstance(dim, int) and dim > 0)
+        return bool(det.batched) and self._fast(det) and graph_batch(det.input_shape[0]) is None
 
     def get_batch(self, imgs: list[np.ndarray]) -> list[list[Face]]:
         """``get`` for several BGR images: one detector call for all of them when the graph takes a batch

@@ -21,7 +21,7 @@ import numpy as np
 
 from models import align
 from models.face import Face
-from models.onnx_model import OnnxModel
+from models.onnx_model import OnnxModel, call_batch, graph_batch
 
 CROP_SIZE = 512
 TEMPLATE = "ffhq"
@@ -99,8 +99,7 @@ class FaceRestorer(OnnxModel):
             raise ValueError(f"{self.model_path}: GFPGAN takes one input, this model has {len(inputs)}")
         size = images[0].shape[2]
         self.size = int(size) if isinstance(size, int) else CROP_SIZE
-        batch = images[0].shape[0]
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.fixed_batch = graph_batch(images[0].shape[0])
         self.input_name = images[0].name
         self.weight_name = weights[0].name if weights else None
 
@@ -139,8 +138,8 @@ class FaceRestorer(OnnxModel):
                       batch_size: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
         """``restore_crop`` for several (image, face) pairs: ``batch_size`` faces a call when the graph takes any
         batch, else its fixed batch (the published GFPGAN and CodeFormer files: one)."""
-        step = max(1, batch_size) if self.fixed_batch is None else self.fixed_batch
         out: list[tuple[np.ndarray, np.ndarray]] = []
+        step = call_batch(batch_size, self.fixed_batch)
         for i in range(0, len(items), step):
             prepared = [self.preprocess(img, face) for img, face in items[i:i + step]]
             raw = self.inference(np.concatenate([blob for blob, _ in prepared]), fidelity)

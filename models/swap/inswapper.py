@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from models import align
 from models.face import Face
-from models.onnx_model import OnnxModel
+from models.onnx_model import OnnxModel, call_batch, graph_batch
 
 
 def read_emap(model_path: str | Path) -> np.ndarray:
@@ -49,8 +49,7 @@ class InSwapper(OnnxModel):
         size = inputs[0].shape[2]
         self.crop_size = int(size) if isinstance(size, int) else 128
         self.input_names = (inputs[0].name, inputs[1].name)
-        batch = inputs[0].shape[0]
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.fixed_batch = graph_batch(inputs[0].shape[0])
         self.emap = read_emap(self.model_path)
 
     def latent(self, source: Face) -> np.ndarray:
@@ -77,9 +76,9 @@ class InSwapper(OnnxModel):
         (inswapper_128.onnx: one)."""
         if self.session is None:
             self.prepare()
-        step = max(1, batch_size) if self.fixed_batch is None else self.fixed_batch
         out: list[np.ndarray] = []
         size = (self.crop_size, self.crop_size)
+        step = call_batch(batch_size, self.fixed_batch)
         for i in range(0, len(crops), step):
             blob = cv2.dnn.blobFromImages(crops[i:i + step], 1.0 / 255.0, size, (0.0, 0.0, 0.0), swapRB=True)
             lat = np.concatenate(latents[i:i + step], axis=0).astype(np.float32, copy=False)

@@ -41,10 +41,12 @@ def scaled(face: Face, k: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> Face
                 extra=dict(face.extra))
 
 
-def detect_near(analyser: Any, frame: np.ndarray, box: np.ndarray, face_px: int = WINDOW_FACE) -> list[Face]:
+def detect_near(analyser: Any, frame: np.ndarray, box: np.ndarray, face_px: int = WINDOW_FACE,
+                quick: bool | None = None) -> list[Face]:
     """Faces in the window around ``box`` (frame pixels), searched so the face is about ``face_px`` across, in
-    frame pixels; [] when the window is degenerate. An analyser with a quick pass finds the landmarks at full size;
-    any other is run on the shrunk window."""
+    frame pixels; [] when the window is degenerate. An analyser with a quick pass (``quick``: whether it has one,
+    :func:`has_quick_pass` when not given) finds the landmarks at full size; any other is run on the shrunk
+    window."""
     h, w = frame.shape[:2]
     size = float(max(box[2] - box[0], box[3] - box[1], 1.0))
     m = WINDOW_MARGIN * size
@@ -54,7 +56,7 @@ def detect_near(analyser: Any, frame: np.ndarray, box: np.ndarray, face_px: int 
         return []
     window = np.ascontiguousarray(frame[y1:y2, x1:x2])
     scale = min(1.0, face_px / size)
-    if has_quick_pass(analyser):
+    if has_quick_pass(analyser) if quick is None else quick:
         return [scaled(f, 1.0, x1, y1) for f in analyser.get(window, quick=True, quick_scale=scale)]
     if scale < 1.0:
         window = cv2.resize(window, (max(1, round((x2 - x1) * scale)), max(1, round((y2 - y1) * scale))),
@@ -70,7 +72,8 @@ class WindowedDetector:
     def __init__(self, analyser: Any, full_every: int) -> None:
         self.analyser = analyser
         self.full_every = max(1, int(full_every))
-        self.windows = has_quick_pass(analyser) and self.full_every > 1
+        self.quick = has_quick_pass(analyser)
+        self.windows = self.quick and self.full_every > 1
         self.hints: list[np.ndarray] = []
         self.since_full = 0
         self.full_frames = 0  # whole-frame searches so far (for tests and timings)
@@ -96,7 +99,7 @@ class WindowedDetector:
         found there. Two windows that found the same face (people crossing) keep it once."""
         found: list[Face] = []
         for box in self.hints:
-            got = [f for f in detect_near(self.analyser, frame, box) if box_iou(f.bbox, box) > 0.0]
+            got = [f for f in detect_near(self.analyser, frame, box, quick=True) if box_iou(f.bbox, box) > 0.0]
             if not got:
                 return None
             best = max(got, key=lambda f: box_iou(f.bbox, box))
